@@ -1,0 +1,18 @@
+"""Errors for expected mistakes: each message is one line naming the input and what is wrong."""
+
+
+class NicError(Exception):
+    """Base class of the errors that nic-ray reports as one line, without a traceback."""
+
+
+class SlideError(NicError):
+    """A slide cannot be opened or read: missing, empty, truncated, corrupt, no µm/px."""
+
+    def __init__(self, source: str, problem: str):
+        super().__init__(f"{source}: {problem}")
+        self.source = source
+        self.problem = problem
+
+
+class EncoderError(NicError):
+    """An encoder name, checkpoint or import path cannot be loaded."""

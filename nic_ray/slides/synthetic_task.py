@@ -1,0 +1,111 @@
+"""The NIC synthetic task (Tellez et al., TPAMI 2019, §4.1.1), with scikit-learn's 8×8 digits.
+
+Digits are scattered across a white image. Two rectangles are packed with digits that share a
+class within each rectangle: one upright, one tilted by 45° or 135°. The image's label is the
+class of the tilted rectangle's digits (the upright one, of another class, is a distractor), and
+the tilted rectangle is the ground-truth lesion a saliency map should find.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+
+import numpy as np
+
+_STAIN = np.array([80, 40, 140])  # haematoxylin-like purple: tissue to a saturation mask
+
+
+@dataclass(frozen=True)
+class SyntheticCase:
+    image: np.ndarray  # (H, W, 3) uint8
+    label: int  # class of the digits in the tilted rectangle
+    distractor: int  # class of the digits in the upright rectangle
+    mask: np.ndarray  # (H, W) bool: the tilted rectangle
+
+
+@cache
+def _digits() -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    return d.images / 16.0, d.target
+
+
+def _draw(image: np.ndarray, digit: np.ndarray, cy: float, cx: float, px: int) -> None:
+    """Darken ``image`` with ``digit`` scaled to px × px, centred at (cy, cx); clipped."""
+    glyph = np.kron(digit, np.ones((px // 8, px // 8)))
+    y0, x0 = int(round(cy)) - glyph.shape[0] // 2, int(round(cx)) - glyph.shape[1] // 2
+    gy0, gx0 = max(0, -y0), max(0, -x0)
+    y0, x0 = max(y0, 0), max(x0, 0)
+    y1 = min(image.shape[0], y0 + glyph.shape[0] - gy0)
+    x1 = min(image.shape[1], x0 + glyph.shape[1] - gx0)
+    g = glyph[gy0 : gy0 + y1 - y0, gx0 : gx0 + x1 - x0, None]
+    ink = (255 - g * (255 - _STAIN)).astype(np.uint8)
+    np.minimum(image[y0:y1, x0:x1], ink, out=image[y0:y1, x0:x1])
+
+
+def nic_synthetic_case(
+    size: tuple[int, int] = (2048, 2048),
+    n_digits: int = 200,
+    rect_size: tuple[int, int] = (320, 192),
+    digit_px: int = 32,
+    seed: int = 0,
+) -> SyntheticCase:
+    """One image of the NIC synthetic task.
+
+    ``size`` (height, width) in pixels, ``n_digits`` scattered digits, ``rect_size`` (height,
+    width) of both rectangles, ``digit_px`` the side of a digit (a multiple of 8).
+
+    >>> case = nic_synthetic_case(size=(1024, 1024), seed=3)
+    >>> case.image.shape, case.mask.any(), case.label != case.distractor
+    ((1024, 1024, 3), True, True)
+    """
+    if digit_px % 8:
+        raise ValueError(f"digit_px must be a multiple of 8, not {digit_px}")
+    rng = np.random.default_rng(seed)
+    images, targets = _digits()
+    H, W = size
+    rh, rw = rect_size
+    label, distractor = (int(c) for c in rng.choice(10, size=2, replace=False))
+    angle = np.deg2rad(rng.choice([45, 135]))
+    # Half-extent of the tilted rectangle's bounding box; both boxes must fit and not overlap.
+    half = (abs(np.sin(angle)) * rw + abs(np.cos(angle)) * rh) / 2, (abs(np.cos(angle)) * rw + abs(np.sin(angle)) * rh) / 2
+    boxes = [(rh / 2 + digit_px, rw / 2 + digit_px), (half[0] + digit_px, half[1] + digit_px)]
+    for _ in range(1000):
+        centres = [(rng.uniform(b[0], H - b[0]), rng.uniform(b[1], W - b[1])) for b in boxes]
+        (ay, ax), (by, bx) = centres
+        if abs(ay - by) > boxes[0][0] + boxes[1][0] or abs(ax - bx) > boxes[0][1] + boxes[1][1]:
+            break
+    else:
+        raise ValueError(f"two rectangles of {rect_size} do not fit apart in an image of {size}")
+
+    image = np.full((H, W, 3), 255, np.uint8)
+    by_class = [np.flatnonzero(targets == c) for c in range(10)]
+    # Lattice of digit centres in a rectangle's own frame, rotated into the image.
+    v, u = np.meshgrid(
+        np.arange(digit_px / 2 - rh / 2, rh / 2, digit_px), np.arange(digit_px / 2 - rw / 2, rw / 2, digit_px), indexing="ij"
+    )
+    cos, sin = np.cos(angle), np.sin(angle)
+    for (cy, cx), cls, (c, s) in (
+        (centres[0], distractor, (1.0, 0.0)),
+        (centres[1], label, (cos, sin)),
+    ):
+        for dv, du in zip(v.ravel(), u.ravel()):
+            _draw(image, images[rng.choice(by_class[cls])], cy + s * du + c * dv, cx + c * du - s * dv, digit_px)
+
+    placed = 0
+    for _ in range(n_digits * 20):
+        if placed == n_digits:
+            break
+        cy, cx = rng.uniform(0, H), rng.uniform(0, W)
+        if any(abs(cy - y) < b[0] + digit_px / 2 and abs(cx - x) < b[1] + digit_px / 2 for (y, x), b in zip(centres, boxes)):
+            continue
+        _draw(image, images[rng.integers(len(images))], cy, cx, digit_px)
+        placed += 1
+
+    yy, xx = np.mgrid[0:H, 0:W]
+    dy, dx = yy - centres[1][0], xx - centres[1][1]
+    along, across = cos * dx + sin * dy, -sin * dx + cos * dy  # the rectangle's own axes
+    mask = (np.abs(along) <= rw / 2) & (np.abs(across) <= rh / 2)
+    return SyntheticCase(image, label, distractor, mask)

@@ -1,0 +1,92 @@
+"""Where the tissue is: a low-resolution mask, reported per grid cell as a tissue fraction.
+
+The mask is HSV saturation thresholded by Otsu's method (stained tissue is coloured, glass and
+background are grey or white), with a floor so that a blank slide does not become all tissue.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from nic_ray.slides.grid import TileGrid
+from nic_ray.slides.resample import box_downsample
+from nic_ray.slides.slide import Slide
+
+_STRIP = 1024  # target rows read at a time: bounded memory on any slide
+
+
+def read_thumbnail(slide: Slide, mpp: float) -> tuple[np.ndarray, float]:
+    """The whole slide as RGB at about ``mpp`` µm/px (never coarser), and its exact µm/px.
+
+    Reads the coarsest level not coarser than ``mpp`` and box-shrinks it by an integer factor,
+    strip by strip.
+    """
+    usable = [i for i, lv in enumerate(slide.levels) if lv.mpp <= mpp] or [0]
+    level = max(usable, key=lambda i: slide.levels[i].mpp)
+    lv = slide.levels[level]
+    k = max(1, math.floor(mpp / lv.mpp))
+    width, height = math.ceil(lv.width / k), math.ceil(lv.height / k)
+    strips = [
+        box_downsample(slide.read_region(level, 0, y * k, width * k, min(_STRIP, height - y) * k), k)
+        for y in range(0, height, _STRIP)
+    ]
+    return np.concatenate(strips), lv.mpp * k
+
+
+def saturation(rgb: np.ndarray) -> np.ndarray:
+    """HSV saturation of (…, 3) uint8 RGB, as uint8 0..255."""
+    hi = rgb.max(axis=-1).astype(np.uint16)
+    lo = rgb.min(axis=-1).astype(np.uint16)
+    return ((hi - lo) * 255 // np.maximum(hi, 1)).astype(np.uint8)
+
+
+def otsu_threshold(values: np.ndarray) -> int:
+    """Otsu's threshold of uint8 ``values``: the split maximising between-class variance."""
+    hist = np.bincount(values.ravel(), minlength=256).astype(np.float64)
+    levels = np.arange(256)
+    w0 = np.cumsum(hist)
+    w1 = w0[-1] - w0
+    m0 = np.cumsum(hist * levels)
+    mean0 = m0 / np.maximum(w0, 1)
+    mean1 = (m0[-1] - m0) / np.maximum(w1, 1)
+    between = w0 * w1 * (mean0 - mean1) ** 2
+    return int(np.argmax(between))
+
+
+def tissue_mask(rgb: np.ndarray, min_saturation: int = 20) -> np.ndarray:
+    """Boolean mask of tissue pixels: saturation above max(Otsu, ``min_saturation``)."""
+    sat = saturation(rgb)
+    return sat > max(otsu_threshold(sat), min_saturation)
+
+
+def tissue_fraction(
+    slide: Slide, grid: TileGrid, min_saturation: int = 20, mask_mpp: float | None = None
+) -> np.ndarray:
+    """(H, W) uint8: the fraction of each grid cell that is tissue, 0..255.
+
+    The mask is computed at ``mask_mpp`` (default: 8 mask pixels per cell side). Parts of a
+    cell beyond the image edge count as background, as they are padded white.
+    """
+    mask_mpp = mask_mpp or grid.stride * grid.mpp / 8
+    thumb, thumb_mpp = read_thumbnail(slide, mask_mpp)
+    mask = tissue_mask(thumb, min_saturation)
+    integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
+    integral[1:, 1:] = mask.cumsum(0).cumsum(1)
+    r = grid.mpp / thumb_mpp  # mask pixels per target pixel
+    H, W = grid.shape
+    P, S = grid.patch_size, grid.stride
+
+    def bounds(n: int, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        start = np.floor(np.arange(n) * S * r).astype(np.int64)
+        stop = np.maximum(start + 1, np.ceil((np.arange(n) * S + P) * r).astype(np.int64))
+        return np.minimum(start, size), np.minimum(stop, size), stop - start
+
+    y0, y1, hy = bounds(H, mask.shape[0])
+    x0, x1, hx = bounds(W, mask.shape[1])
+    count = (
+        integral[y1][:, x1] - integral[y0][:, x1] - integral[y1][:, x0] + integral[y0][:, x0]
+    )
+    fraction = count / np.outer(hy, hx)
+    return np.rint(fraction * 255).astype(np.uint8)

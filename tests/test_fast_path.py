@@ -1,0 +1,52 @@
+"""The fast tile path gives exactly OpenSlide's pixels: synthetic slides and the real CMU slide."""
+
+import numpy as np
+import pytest
+
+from nic_ray.slides import open_slide, read_cells, tile_grid
+from nic_ray.slides.synthetic import TissuePainter, write_slide
+from tests.conftest import openslide_rgb
+
+# Sizes divisible by every downsample: OpenSlide then maps levels exactly (see README).
+W, H = 2400, 1920
+
+
+@pytest.mark.parametrize(
+    "fmt,compression,tile",
+    [("svs", "jpeg", 240), ("tiff", "jpeg", 256), ("tiff", "zlib", 512), ("tiff", "none", 256)],
+)
+def test_every_level_matches_openslide(tmp_path, fmt, compression, tile):
+    path = write_slide(
+        tmp_path / f"s.{fmt}", TissuePainter(W, H, seed=2), 0.25, format=fmt, compression=compression, tile=tile, downsamples=(1, 2, 8)
+    )
+    with open_slide(path) as slide:
+        assert slide.fast_levels == (0, 1, 2)  # the fast path really is what is compared
+        for level, lv in enumerate(slide.levels):
+            regions = [
+                (0, 0, lv.width, lv.height),  # whole level, every edge tile
+                (-17, -9, 300, 200),  # off the top-left corner
+                (lv.width - 123, lv.height - 77, 300, 260),  # off the bottom-right corner
+                (tile - 5, tile - 3, 11, 7),  # across four tiles
+            ]
+            for x, y, w, h in regions:
+                got = slide.read_region(level, x, y, w, h)
+                assert np.array_equal(got, openslide_rgb(path, level, x, y, w, h)), (level, x, y)
+
+
+def test_cmu_slide_matches_openslide(cmu_slide):
+    with open_slide(cmu_slide) as slide:
+        assert slide.vendor == "aperio" and slide.fast_levels == (0,)
+        w, h = slide.dimensions
+        assert np.array_equal(slide.read_region(0, 0, 0, w, h), openslide_rgb(cmu_slide, 0, 0, 0, w, h))
+
+
+def test_cmu_patches_match_openslide_per_patch(cmu_slide):
+    with open_slide(cmu_slide) as slide:
+        grid = tile_grid(slide, mpp=0.5, patch_size=128)
+        assert grid.scale == 1.0 and grid.mpp == pytest.approx(0.499)  # within 10%: read as is
+        rng = np.random.default_rng(0)
+        cells = np.argwhere(np.ones(grid.shape, bool))
+        cells = cells[rng.permutation(len(cells))]  # any order in, the same order out
+        patches = read_cells(slide, grid, cells)
+    for (y, x), patch in zip(cells, patches):
+        assert np.array_equal(patch, openslide_rgb(cmu_slide, 0, x * 128, y * 128, 128, 128)), (y, x)
