@@ -115,20 +115,22 @@ def read_cells(slide: Slide, grid: TileGrid, cells: np.ndarray) -> np.ndarray:
     """
     cells = np.asarray(cells, dtype=np.int64).reshape(-1, 2)
     P, S = grid.patch_size, grid.stride
-    out = np.empty((len(cells), P, P, 3), np.uint8)
     order = np.lexsort((cells[:, 1], cells[:, 0]))
+    ordered = cells[order]
+    out = np.empty((len(cells), P, P, 3), np.uint8)
     cache = _RollingTileCache()
-    rows = cells[order, 0]
-    for start, end in _runs(rows, cells[order, 1]):
-        idx = order[start:end]
-        y, x0 = cells[idx[0]]
-        n = end - start
+    for start, end in _runs(ordered[:, 0], ordered[:, 1]):
+        (y, x0), n = ordered[start], end - start
         band = read_target_region(slide, grid, x0 * S, y * S, (n - 1) * S + P, P, cache)
         # (P, span, 3) → (n, P, P, 3): patch i starts at column i·S of the band.
         windows = np.lib.stride_tricks.sliding_window_view(band, P, axis=1)[:, ::S]
-        out[idx] = windows.transpose(1, 0, 3, 2)
-        if end == len(rows) or rows[end] != y:
+        out[start:end] = windows.transpose(1, 0, 3, 2)
+        if end == len(ordered) or ordered[end, 0] != y:
             cache.roll()
+    if (order[1:] < order[:-1]).any():  # not given in raster order: back to the caller's
+        unsorted = np.empty_like(out)
+        unsorted[order] = out
+        out = unsorted
     return out
 
 

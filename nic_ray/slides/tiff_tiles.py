@@ -70,9 +70,11 @@ class TiledPage:
         self, x: int, y: int, width: int, height: int, cache: TileCache | None = None
     ) -> np.ndarray:
         """Pixels [y, y+height) × [x, x+width) as (height, width, 3) uint8; white outside."""
-        out = np.full((height, width, 3), 255, np.uint8)
         x0, y0 = max(x, 0), max(y, 0)
         x1, y1 = min(x + width, self.width), min(y + height, self.height)
+        inside = (x0, y0, x1, y1) == (x, y, x + width, y + height)
+        # Tiles cover the whole image: only a region reaching outside needs a white fill.
+        out = np.empty((height, width, 3), np.uint8) if inside else np.full((height, width, 3), 255, np.uint8)
         if x0 >= x1 or y0 >= y1:
             return out
         tw, th = self.tile_width, self.tile_height
