@@ -41,6 +41,37 @@ def _slide_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _compress(args: argparse.Namespace) -> int:
+    import logging
+
+    from nic_ray.compress import compress
+
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    result = compress(
+        args.sources, args.store, encoder=args.encoder, mpp=args.mpp, patch_size=args.patch_size, stride=args.stride,
+        orientations=args.orientations, encoders=args.encoders, gpus_per_encoder=args.gpus_per_encoder,
+        batch_size=args.batch_size, tissue_threshold=args.tissue_threshold, overwrite=args.overwrite,
+    )
+    print(result.report)
+    print(f"report: {args.store}/runs/{result.run_id}/report.parquet")
+    return 0 if result.ok else 1
+
+
+def _status(args: argparse.Namespace) -> int:
+    from nic_ray.compress import Store
+
+    store = Store.open(args.store)
+    print(f"{args.store}: {store.config.describe()}")
+    slides = store.slides()
+    print(f"{'slide_id':32} {'status':10} {'grid':>11} {'tissue tiles':>12}")
+    for slide_id, info in slides.items():
+        grid = "×".join(map(str, info.get("grid", []))) or "-"
+        print(f"{slide_id:32} {info.get('status', '?'):10} {grid:>11} {info.get('n_tissue_tiles', 0):>12,}")
+    complete = sum(info.get("status") == "complete" for info in slides.values())
+    print(f"{complete} of {len(slides)} slides complete")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nic-ray", description="Neural Image Compression of whole-slide images on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +80,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
     demo.add_argument("--slides", type=int, default=3, help="how many synthetic slides (default: 3)")
     demo.set_defaults(run=_demo)
+
+    comp = sub.add_parser(
+        "compress", help="compress slides into a store of grids (resumable; only new or changed slides are done)",
+        description="SOURCE is a slide file, a directory or s3:// prefix, a glob, or a CSV/Parquet manifest "
+        "with a url column (optional slide_id, mpp). Exit 0 when every slide is complete, 1 when some failed.",
+    )
+    comp.add_argument("sources", nargs="+", metavar="SOURCE")
+    comp.add_argument("--store", required=True, help="the store: a local path or s3:// URL")
+    comp.add_argument("--encoder", default="mean-rgb", help="mean-rgb, nic, a checkpoint dir, or package.module:factory")
+    comp.add_argument("--mpp", type=float, help="µm/px to compress at (default: the encoder's)")
+    comp.add_argument("--patch-size", type=int, help="patch size (default: the encoder's)")
+    comp.add_argument("--stride", type=int, help="default: the patch size")
+    comp.add_argument("--orientations", type=int, choices=(1, 8), default=1, help="8: every tile in all 8 dihedral orientations")
+    comp.add_argument("--encoders", type=int, default=1, help="encoder actors (default: 1)")
+    comp.add_argument("--gpus-per-encoder", type=float, default=0, help="GPUs per encoder actor; 0 = CPU (default)")
+    comp.add_argument("--batch-size", type=int, default=256, help="tiles per encoder batch (default: 256)")
+    comp.add_argument("--tissue-threshold", type=float, default=0.1, help="tissue fraction of a cell to encode it (default: 0.1)")
+    comp.add_argument("--overwrite", action="store_true", help="redo slides that are complete already")
+    comp.set_defaults(run=_compress)
+
+    status = sub.add_parser("status", help="the slides of a store: status, grid size, tissue tiles")
+    status.add_argument("store")
+    status.set_defaults(run=_status)
 
     info = sub.add_parser("slide-info", help="levels, µm/px, level choice, grid and tissue of one slide")
     info.add_argument("slide", help="a slide file or s3:// URL")

@@ -1,6 +1,8 @@
-"""Shared fixtures: synthetic slides on disk, the real CMU slide, an S3 endpoint on loopback."""
+"""Shared fixtures: synthetic slides on disk, the real CMU slide, an S3 endpoint on loopback, Ray."""
 
 from __future__ import annotations
+
+import os
 
 import numpy as np
 import openslide
@@ -34,8 +36,6 @@ def cmu_slide():
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3 HTTP endpoint (moto's server) on loopback, with a bucket ``slides``."""
-    import os
-
     import boto3
     import fsspec.config
     import s3fs
@@ -63,3 +63,15 @@ def s3_endpoint():
             os.environ.pop(k, None)
         else:
             os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def ray_session(s3_endpoint):
+    """One local Ray for the session (ray.init takes seconds); started after the S3 endpoint,
+    so that its workers inherit the endpoint's environment."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="WARNING")
+    yield ray
+    ray.shutdown()

@@ -29,6 +29,23 @@ def is_remote(source: str) -> bool:
     return "://" in source and not source.startswith("file://")
 
 
+def source_identity(url: str) -> dict:
+    """What tells one version of a slide file from another: size and mtime, or size and ETag."""
+    if not is_remote(url):
+        try:
+            st = os.stat(url)
+        except FileNotFoundError:
+            raise SlideError(url, "no such file") from None
+        return {"size": st.st_size, "mtime": st.st_mtime}
+    fs, path = fsspec.core.url_to_fs(url)
+    try:
+        info = fs.info(path)
+    except FileNotFoundError:
+        raise SlideError(url, "no such object") from None
+    version = str(info.get("ETag") or info.get("LastModified") or info.get("mtime", "")).strip('"')
+    return {"size": int(info["size"]), "etag": version}
+
+
 @dataclass
 class CachedSlide:
     """A downloaded slide; the entry stays in the cache at least until `release`."""
@@ -69,14 +86,9 @@ class SlideCache:
 
     def fetch(self, url: str) -> CachedSlide:
         """Download ``url`` unless an identical copy (same size and ETag) is cached."""
+        identity = source_identity(url)
+        size, version = identity["size"], identity["etag"]
         fs, remote_path = fsspec.core.url_to_fs(url)
-        try:
-            info = fs.info(remote_path)
-        except FileNotFoundError:
-            raise SlideError(url, "no such object") from None
-        size = int(info["size"])
-        version = str(info.get("ETag") or info.get("LastModified") or info.get("mtime", "")).strip('"')
-        identity = {"size": size, "etag": version}
         entry = self.directory / hashlib.sha256(f"{url}\0{version}\0{size}".encode()).hexdigest()[:24]
         target = entry / Path(remote_path).name
         with self._exclusive():

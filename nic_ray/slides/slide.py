@@ -17,7 +17,7 @@ import openslide
 import tifffile
 
 from nic_ray.errors import SlideError
-from nic_ray.slides.cache import SlideCache, is_remote
+from nic_ray.slides.cache import SlideCache, is_remote, source_identity
 from nic_ray.slides.tiff_tiles import TileCache, TiledPage
 
 # Vendors whose levels are plain tiled TIFF pages that OpenSlide composes without overlap.
@@ -194,13 +194,9 @@ def open_slide(
         path, identity, release = cached.path, cached.identity, cached.release
     else:
         path = source
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            raise SlideError(source, "no such file") from None
+        identity = source_identity(path)
         if Path(path).is_dir():
             raise SlideError(source, "is a directory, not a slide file")
-        identity = {"size": st.st_size, "mtime": st.st_mtime}
     try:
         if identity["size"] == 0:
             raise SlideError(source, "empty file (0 bytes)")

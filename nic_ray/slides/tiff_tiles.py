@@ -32,6 +32,7 @@ class TiledPage:
         self._counts = tuple(page.databytecounts)
         self._decode = page.decode
         self._jpegtables = page.jpegtables
+        self._jpeg = page.compression == tifffile.COMPRESSION.JPEG
         self._fd = os.open(path, os.O_RDONLY)
 
     @staticmethod
@@ -63,6 +64,9 @@ class TiledPage:
         data = os.pread(self._fd, count, self._offsets[i])
         if len(data) != count:
             raise OSError(f"tile ({row}, {col}) is cut short: {len(data)} of {count} bytes")
+        # libjpeg (so OpenSlide too) silently fills a JPEG whose tail is lost; its end marker is not.
+        if self._jpeg and not data.endswith(b"\xff\xd9"):
+            raise OSError(f"tile ({row}, {col}) is corrupt: its JPEG data has no end marker")
         segment = self._decode(data, i, jpegtables=self._jpegtables)[0]
         return segment.reshape(self.tile_height, self.tile_width, -1)[..., :3]
 

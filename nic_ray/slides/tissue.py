@@ -66,15 +66,23 @@ def tissue_fraction(
 ) -> np.ndarray:
     """(H, W) uint8: the fraction of each grid cell that is tissue, 0..255.
 
-    The mask is computed at ``mask_mpp`` (default: 8 mask pixels per cell side). Parts of a
-    cell beyond the image edge count as background, as they are padded white.
+    The mask is computed at ``mask_mpp`` (default `default_mask_mpp`). Parts of a cell beyond
+    the image edge count as background, as they are padded white.
     """
-    mask_mpp = mask_mpp or grid.stride * grid.mpp / 8
-    thumb, thumb_mpp = read_thumbnail(slide, mask_mpp)
-    mask = tissue_mask(thumb, min_saturation)
+    thumb, thumb_mpp = read_thumbnail(slide, mask_mpp or default_mask_mpp(grid))
+    return cell_fraction(tissue_mask(thumb, min_saturation), thumb_mpp, grid)
+
+
+def default_mask_mpp(grid: TileGrid) -> float:
+    """8 mask pixels per cell side."""
+    return grid.stride * grid.mpp / 8
+
+
+def cell_fraction(mask: np.ndarray, mask_mpp: float, grid: TileGrid) -> np.ndarray:
+    """(H, W) uint8: the fraction of each grid cell covered by ``mask`` (at ``mask_mpp``)."""
     integral = np.zeros((mask.shape[0] + 1, mask.shape[1] + 1), np.int64)
     integral[1:, 1:] = mask.cumsum(0).cumsum(1)
-    r = grid.mpp / thumb_mpp  # mask pixels per target pixel
+    r = grid.mpp / mask_mpp  # mask pixels per target pixel
     H, W = grid.shape
     P, S = grid.patch_size, grid.stride
 

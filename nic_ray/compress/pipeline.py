@@ -1,0 +1,225 @@
+"""`compress`: an archive of slides into a store, streamed through Ray Data.
+
+The driver decides which slides need work (new, changed, incomplete, or ``overwrite``), claims
+them, and streams them through plan → read → encode → write (`nic_ray.compress.stages`). It
+counts written blocks per slide and marks a slide complete when its last block is written, so
+a killed run leaves nothing that looks complete and a re-run redoes only what is missing.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import uuid
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import ray
+
+from nic_ray.compress.claims import Claims
+from nic_ray.compress.report import write_report
+from nic_ray.compress.sources import SlideSource, expand_sources
+from nic_ray.compress.stages import EncodeBlocks, Settings, plan_slide, read_block, write_codes
+from nic_ray.compress.store import Store, StoreConfig
+from nic_ray.encoders import encoder_sha256, load_encoder
+from nic_ray.errors import NicError
+from nic_ray.slides.cache import source_identity
+
+_READ_TASK_MEMORY = 512 * 2**20  # a block of tiles (≤ 50 MB at P=128) with decode buffers
+
+
+@dataclass
+class CompressResult:
+    """What a run did: one report row per slide (status, tiles, seconds, reason)."""
+
+    run_id: str
+    store: str
+    rows: list[dict] = field(default_factory=list)
+    report: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return all(r["status"] in ("complete", "skipped") for r in self.rows)
+
+    def counts(self) -> dict[str, int]:
+        out: dict[str, int] = defaultdict(int)
+        for r in self.rows:
+            out[r["status"]] += 1
+        return dict(out)
+
+
+def _progress(done: int, total: int, failed: int, tiles: int, start: float) -> None:
+    elapsed = time.perf_counter() - start
+    eta = (total - done - failed) * elapsed / max(done + failed, 1)
+    print(
+        f"[nic-ray] slides {done}/{total} complete, {failed} failed · {tiles:,} tiles "
+        f"({tiles / max(elapsed, 1e-9):,.0f}/s) · {elapsed:,.0f} s elapsed, ETA {eta:,.0f} s",
+        file=sys.stderr, flush=True,
+    )
+
+
+def compress(
+    sources: list[str],
+    store: str,
+    *,
+    encoder: str = "mean-rgb",
+    mpp: float | None = None,
+    patch_size: int | None = None,
+    stride: int | None = None,
+    orientations: int = 1,
+    encoders: int = 1,
+    gpus_per_encoder: float = 0,
+    batch_size: int = 256,
+    tissue_threshold: float = 0.1,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> CompressResult:
+    """Compress every slide of ``sources`` into ``store``; see ``nic-ray compress --help``.
+
+    >>> result = compress(["slides/"], "grids.zarr", encoder="nic")    # doctest: +SKIP
+    >>> result.ok, result.counts()                                      # doctest: +SKIP
+    (True, {'complete': 12})
+    """
+    if orientations not in (1, 8):
+        raise NicError(f"--orientations must be 1 or 8, not {orientations}")
+    slides = expand_sources(sources)
+    options = {k: v for k, v in (("patch_size", patch_size), ("mpp", mpp)) if v is not None}
+    enc = load_encoder(encoder, **options)
+    for name, asked in options.items():
+        if getattr(enc, name) != asked:
+            raise NicError(f"encoder {encoder!r} takes {name} {getattr(enc, name)}, not {asked}")
+    identity = {"name": str(encoder), "sha256": encoder_sha256(enc), "code_size": enc.code_size,
+                "patch_size": enc.patch_size, "mpp": enc.mpp}
+    config = StoreConfig(identity, stride or enc.patch_size, orientations)
+    target = Store.create_or_open(store, config)
+    settings = Settings(str(store), enc.mpp, enc.patch_size, config.stride, orientations, enc.code_size,
+                        round(tissue_threshold * 255))
+
+    if not ray.is_initialized():
+        ray.init(logging_level="WARNING")
+    if gpus_per_encoder and ray.cluster_resources().get("GPU", 0) < gpus_per_encoder:
+        raise NicError(f"--gpus-per-encoder {gpus_per_encoder}, but the Ray cluster has "
+                       f"{ray.cluster_resources().get('GPU', 0):g} GPUs; use --gpus-per-encoder 0 for CPU")
+
+    run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    result = CompressResult(run_id, str(store))
+    existing = target.slides()
+
+    def needs_work(s: SlideSource) -> bool:
+        info = existing.get(s.slide_id)
+        if overwrite or info is None or info.get("status") != "complete":
+            return True
+        if info.get("source") != s.url:
+            return True
+        try:
+            return source_identity(s.url) != info.get("identity")
+        except NicError:
+            return True  # let planning report what is wrong with it
+
+    with ThreadPoolExecutor(16) as pool:  # stat calls: S3 answers slowly, one at a time
+        todo_flags = list(pool.map(needs_work, slides))
+    for s, todo in zip(slides, todo_flags):
+        if not todo:
+            result.rows.append(_report_row(s, "skipped", reason="complete already"))
+    todo = [s for s, t in zip(slides, todo_flags) if t]
+
+    start = time.perf_counter()
+    with Claims(str(store), run_id) as claims:
+        with ThreadPoolExecutor(16) as pool:
+            holders = list(pool.map(lambda s: claims.claim(s.slide_id), todo))
+        mine = [s for s, h in zip(todo, holders) if h is None]
+        elsewhere = [(s, h) for s, h in zip(todo, holders) if h is not None]
+        if progress:
+            print(f"[nic-ray] run {run_id}: {len(slides)} slides, {len(result.rows)} complete already, "
+                  f"{len(mine)} to compress" + (f", {len(elsewhere)} claimed by other runs" if elsewhere else ""),
+                  file=sys.stderr, flush=True)
+        if mine:
+            result.rows += _run_dataset(mine, target, settings, encoder, options, encoders, gpus_per_encoder,
+                                        batch_size, claims, progress, start)
+        result.rows += _await_other_runs(elsewhere, target, claims)
+    result.report = write_report(str(store), run_id, result.rows, seconds=time.perf_counter() - start)
+    return result
+
+
+def _report_row(s: SlideSource, status: str, tiles: int = 0, seconds: float = 0.0, reason: str = "") -> dict:
+    return {"slide_id": s.slide_id, "url": s.url, "status": status, "tiles": tiles,
+            "seconds": round(seconds, 3), "reason": reason}
+
+
+def _run_dataset(slides, target, settings, encoder, options, encoders, gpus_per_encoder, batch_size,
+                 claims, progress, start) -> list[dict]:
+    by_id = {s.slide_id: s for s in slides}
+    ctx = ray.data.DataContext.get_current()
+    saved = (ctx.target_max_block_size, ctx.enable_progress_bars)
+    # One block of work per Ray block, so blocks of one slide are read by parallel tasks.
+    ctx.target_max_block_size, ctx.enable_progress_bars = 1, False
+    try:
+        items = [{"slide_id": s.slide_id, "url": s.url, "mpp": math.nan if s.mpp is None else s.mpp} for s in slides]
+        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        ds = ds.flat_map(plan_slide, fn_kwargs={"settings": settings})
+        ds = ds.map_batches(read_block, batch_size=1, fn_kwargs={"settings": settings},
+                            memory=_READ_TASK_MEMORY)
+        ds = ds.map_batches(
+            EncodeBlocks, batch_size=1,
+            fn_constructor_kwargs={"encoder": encoder, "encoder_kwargs": options, "orientations": settings.orientations,
+                                   "batch_size": batch_size, "use_gpu": gpus_per_encoder > 0},
+            compute=ray.data.ActorPoolStrategy(size=encoders),
+            num_gpus=gpus_per_encoder, **({"num_cpus": 1} if not gpus_per_encoder else {}),
+        )
+        ds = ds.map_batches(write_codes, batch_size=1, fn_kwargs={"settings": settings})
+    finally:
+        ctx.target_max_block_size, ctx.enable_progress_bars = saved
+
+    written: dict[str, int] = defaultdict(int)
+    tiles: dict[str, int] = defaultdict(int)
+    seconds: dict[str, float] = defaultdict(float)
+    failed: dict[str, str] = {}
+    rows, total_tiles, last = [], 0, 0.0
+    for row in ds.iter_rows():
+        slide_id = str(row["slide_id"])
+        if slide_id in failed:
+            continue
+        if row["error"]:
+            failed[slide_id] = str(row["error"])
+            rows.append(_report_row(by_id[slide_id], "failed", reason=failed[slide_id]))
+            claims.release(slide_id)
+            continue
+        written[slide_id] += 1
+        tiles[slide_id] += int(row["n_tiles"])
+        total_tiles += int(row["n_tiles"])
+        seconds[slide_id] += float(row["read_seconds"] + row["encode_seconds"] + row["write_seconds"])
+        if written[slide_id] == int(row["n_blocks"]):
+            # Every planned block is written: only now does the slide become complete.
+            target.mark_complete(slide_id, run_id=claims.run_id, n_tiles=tiles[slide_id],
+                                 timings={"work_seconds": round(seconds[slide_id], 3)})
+            claims.release(slide_id)
+            rows.append(_report_row(by_id[slide_id], "complete", tiles[slide_id], seconds[slide_id]))
+        if progress and time.perf_counter() - last > 5:
+            last = time.perf_counter()
+            _progress(len(rows) - len(failed), len(by_id), len(failed), total_tiles, start)
+    if progress:
+        _progress(len(rows) - len(failed), len(by_id), len(failed), total_tiles, start)
+    done = {r["slide_id"] for r in rows}
+    for slide_id in by_id.keys() - done:  # cannot happen unless a stage lost a row
+        rows.append(_report_row(by_id[slide_id], "failed", reason="not every block was written"))
+        claims.release(slide_id)
+    return rows
+
+
+def _await_other_runs(elsewhere, target: Store, claims: Claims, poll: float = 2.0) -> list[dict]:
+    """Slides another live run is compressing: wait until it completes or drops them."""
+    rows = []
+    for s, holder in elsewhere:
+        while True:
+            # The holder first: a run that completes the slide releases its claim after.
+            now = claims.holder(s.slide_id)
+            if target.slide_info_or_none(s.slide_id).get("status") == "complete":
+                rows.append(_report_row(s, "complete", reason=f"by run {holder}"))
+                break
+            if now is None or not claims.is_alive(now):
+                rows.append(_report_row(s, "failed", reason=f"run {holder} claimed it but did not complete it; run again"))
+                break
+            time.sleep(poll)
+    return rows

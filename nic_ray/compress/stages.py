@@ -1,0 +1,182 @@
+"""The stages of the compression dataset, each mapping rows of plain numpy values.
+
+    plan (per slide) → read (per block) → encode (actor pool) → write (per block)
+
+A row is one block of work: a chunk of one slide's grid. A stage that meets a bad slide does
+not raise (that would stop every other slide): it sets the row's ``error`` and the later
+stages pass the row on, so the driver can fail that slide alone.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from nic_ray.compress.store import CHUNK, Store, block_origins, write_block
+from nic_ray.dihedral import dihedral
+from nic_ray.encoders import load_encoder
+from nic_ray.errors import NicError
+from nic_ray.slides import open_slide, read_cells, read_thumbnail, tile_grid
+from nic_ray.slides.slide import Slide
+from nic_ray.slides.tissue import cell_fraction, default_mask_mpp, tissue_mask
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What every stage needs to know about the run; travels to the workers."""
+
+    store: str
+    mpp: float
+    patch_size: int
+    stride: int
+    orientations: int
+    code_size: int
+    tissue_threshold: int  # 0..255
+
+
+def _row(slide_id: str, url: str, mpp: float, n_blocks: int, grid: tuple[int, int] = (0, 0),
+         y0: int = -1, x0: int = -1, tissue: np.ndarray | None = None, error: str = "") -> dict:
+    return {
+        "slide_id": slide_id, "url": url, "mpp": mpp, "n_blocks": n_blocks, "H": grid[0], "W": grid[1],
+        "y0": y0, "x0": x0, "tissue": np.zeros((CHUNK, CHUNK), np.uint8) if tissue is None else tissue,
+        "error": error,
+    }
+
+
+def plan_slide(row: dict, settings: Settings) -> list[dict]:
+    """Open a slide, choose its level, find its tissue, lay out its group: one row a block."""
+    slide_id, url, mpp = str(row["slide_id"]), str(row["url"]), float(row["mpp"])
+    start = time.perf_counter()
+    try:
+        with open_slide(url, mpp=None if np.isnan(mpp) else mpp) as slide:
+            grid = tile_grid(slide, mpp=settings.mpp, patch_size=settings.patch_size, stride=settings.stride)
+            thumb, thumb_mpp = read_thumbnail(slide, default_mask_mpp(grid))
+            tissue = cell_fraction(tissue_mask(thumb), thumb_mpp, grid)
+            identity = slide.identity
+    except NicError as e:
+        return [_row(slide_id, url, mpp, 1, error=str(e))]
+    origins = block_origins(tissue, settings.tissue_threshold)
+    info = {
+        "source": url, "identity": identity, "level": grid.level, "scale": grid.scale, "mpp": grid.mpp,
+        "patch_size": grid.patch_size, "stride": grid.stride,
+        "tissue_threshold": settings.tissue_threshold,
+        "n_tissue_tiles": int((tissue >= settings.tissue_threshold).sum()),
+        "n_blocks": len(origins), "plan_seconds": round(time.perf_counter() - start, 3),
+    }
+    Store.open(settings.store, mode="r+").create_slide(slide_id, info, tissue, thumb)
+    if not origins:  # no tissue: one empty block still tells the driver the slide is done
+        return [_row(slide_id, url, mpp, 1, tissue.shape)]
+    padded = np.zeros(((tissue.shape[0] // CHUNK + 1) * CHUNK, (tissue.shape[1] // CHUNK + 1) * CHUNK), np.uint8)
+    padded[: tissue.shape[0], : tissue.shape[1]] = tissue
+    return [
+        _row(slide_id, url, mpp, len(origins), tissue.shape, y0, x0, padded[y0 : y0 + CHUNK, x0 : x0 + CHUNK])
+        for y0, x0 in origins
+    ]
+
+
+class _OpenSlides:
+    """The few slides a reader process has open, least recently used closed first."""
+
+    def __init__(self, size: int = 4):
+        self._open: OrderedDict[str, Slide] = OrderedDict()
+        self._size = size
+
+    def get(self, url: str, mpp: float) -> Slide:
+        if url in self._open:
+            self._open.move_to_end(url)
+            return self._open[url]
+        slide = open_slide(url, mpp=None if np.isnan(mpp) else mpp)
+        self._open[url] = slide
+        if len(self._open) > self._size:
+            self._open.popitem(last=False)[1].close()
+        return slide
+
+    def drop(self, url: str) -> None:
+        slide = self._open.pop(url, None)
+        if slide is not None:
+            slide.close()
+
+
+_READER_SLIDES = _OpenSlides()
+
+
+def read_block(batch: dict, settings: Settings) -> dict:
+    """Decode the tissue tiles of one block: (n, P, P, 3) uint8 and their (y, x) cells."""
+    row = {k: v[0] for k, v in batch.items()}
+    P = settings.patch_size
+    cells = np.zeros((0, 2), np.int32)
+    tiles = np.zeros((0, P, P, 3), np.uint8)
+    error, start = str(row["error"]), time.perf_counter()
+    if not error and row["y0"] >= 0:
+        url = str(row["url"])
+        local = np.argwhere(row["tissue"] >= settings.tissue_threshold)
+        cells = (local + [row["y0"], row["x0"]]).astype(np.int32)
+        # One reopen: after a bad read an OpenSlide handle can stay broken.
+        for _ in range(2):
+            try:
+                slide = _READER_SLIDES.get(url, float(row["mpp"]))
+                grid = tile_grid(slide, mpp=settings.mpp, patch_size=P, stride=settings.stride)
+                tiles, error = read_cells(slide, grid, cells), ""
+                break
+            except NicError as e:
+                _READER_SLIDES.drop(url)
+                error = str(e)
+        if error:
+            cells = cells[:0]
+    out = {k: v for k, v in batch.items() if k not in ("tissue", "url", "mpp")}
+    out.update(error=np.array([error]), cells=cells[None], tiles=tiles[None],
+               read_seconds=np.array([time.perf_counter() - start]))
+    return out
+
+
+class EncodeBlocks:
+    """Ray's batch-inference pattern: the encoder loads once per actor, a block per call."""
+
+    def __init__(self, encoder: str, encoder_kwargs: dict, orientations: int, batch_size: int, use_gpu: bool):
+        self.device = torch.device("cuda" if use_gpu else "cpu")
+        self.encoder = load_encoder(encoder, **encoder_kwargs).to(self.device)
+        self.orientations, self.batch_size = orientations, batch_size
+
+    @torch.inference_mode()
+    def encode(self, tiles: np.ndarray) -> np.ndarray:
+        """(n, P, P, 3) uint8 → (n, O, C) float16; each tile in each orientation."""
+        codes = []
+        for start in range(0, len(tiles), self.batch_size):
+            # uint8 travels to the device and is converted there (4× less to copy). The copy
+            # makes Arrow's read-only buffer a tensor torch may own.
+            x = torch.from_numpy(tiles[start : start + self.batch_size].copy()).to(self.device, non_blocking=True)
+            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
+                per_o = [self.encoder(dihedral(x, o, dims=(1, 2)).contiguous()) for o in range(self.orientations)]
+            codes.append(torch.stack(per_o, dim=1).to(torch.float16).cpu())
+        if not codes:
+            return np.zeros((0, self.orientations, self.encoder.code_size), np.float16)
+        return torch.cat(codes).numpy()
+
+    def __call__(self, batch: dict) -> dict:
+        start = time.perf_counter()
+        codes = self.encode(batch["tiles"][0])
+        out = {k: v for k, v in batch.items() if k != "tiles"}
+        out.update(codes=codes[None], encode_seconds=np.array([time.perf_counter() - start]))
+        return out
+
+
+def write_codes(batch: dict, settings: Settings) -> dict:
+    """Write one block's codes as one whole chunk (background cells 0)."""
+    row = {k: v[0] for k, v in batch.items()}
+    start = time.perf_counter()
+    n = len(row["cells"])
+    if not row["error"] and n:
+        y0, x0, H, W = (int(row[k]) for k in ("y0", "x0", "H", "W"))
+        h, w = min(CHUNK, H - y0), min(CHUNK, W - x0)
+        block = np.zeros((settings.orientations, settings.code_size, h, w), np.float16)
+        ys, xs = row["cells"][:, 0] - y0, row["cells"][:, 1] - x0
+        block[:, :, ys, xs] = row["codes"].transpose(1, 2, 0)
+        shape = (settings.orientations, settings.code_size, H, W)
+        write_block(settings.store, str(row["slide_id"]), shape, y0, x0, block)
+    out = {k: v for k, v in batch.items() if k not in ("codes", "cells")}
+    out.update(n_tiles=np.array([n]), write_seconds=np.array([time.perf_counter() - start]))
+    return out

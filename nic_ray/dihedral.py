@@ -1,0 +1,25 @@
+"""The 8 elements of the dihedral group D4, on image-like tensors.
+
+Element o = 4·f + k: flip left-right if f, then rotate by k quarter turns counter-clockwise.
+o = 0 is the identity. Compression transforms tiles by o before encoding (orientation o of a
+store); training applies the same o to a grid's (y, x) axes so that cells line up.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+ORIENTATIONS = 8
+
+
+def dihedral(x, o: int, dims: tuple[int, int]):
+    """Element ``o`` applied to the two axes ``dims`` (rows, columns) of a tensor or array."""
+    flip, turns = divmod(o, 4)
+    if isinstance(x, torch.Tensor):
+        if flip:
+            x = torch.flip(x, dims=(dims[1],))
+        return torch.rot90(x, turns, dims=dims)
+    if flip:
+        x = np.flip(x, axis=dims[1])
+    return np.rot90(x, turns, axes=dims)
