@@ -41,6 +41,14 @@ def _slide_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _resource(text: str) -> tuple[str, float]:
+    name, _, amount = text.partition("=")
+    try:
+        return name, float(amount or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected NAME=AMOUNT, not {text!r}") from None
+
+
 def _compress(args: argparse.Namespace) -> int:
     import logging
 
@@ -50,6 +58,7 @@ def _compress(args: argparse.Namespace) -> int:
     result = compress(
         args.sources, args.store, encoder=args.encoder, mpp=args.mpp, patch_size=args.patch_size, stride=args.stride,
         orientations=args.orientations, encoders=args.encoders, gpus_per_encoder=args.gpus_per_encoder,
+        encoder_resources=dict(args.encoder_resource),
         batch_size=args.batch_size, tissue_threshold=args.tissue_threshold, overwrite=args.overwrite,
     )
     print(result.report)
@@ -95,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--orientations", type=int, choices=(1, 8), default=1, help="8: every tile in all 8 dihedral orientations")
     comp.add_argument("--encoders", type=int, default=1, help="encoder actors (default: 1)")
     comp.add_argument("--gpus-per-encoder", type=float, default=0, help="GPUs per encoder actor; 0 = CPU (default)")
+    comp.add_argument("--encoder-resource", type=_resource, action="append", default=[], metavar="NAME=AMOUNT",
+                      help="a custom Ray resource each encoder actor needs (pins encoders to such nodes); repeatable")
     comp.add_argument("--batch-size", type=int, default=256, help="tiles per encoder batch (default: 256)")
     comp.add_argument("--tissue-threshold", type=float, default=0.1, help="tissue fraction of a cell to encode it (default: 0.1)")
     comp.add_argument("--overwrite", action="store_true", help="redo slides that are complete already")

@@ -3,12 +3,15 @@
 A run claims a slide by creating ``<store>/runs/claims/<slide_id>.json`` exclusively (an
 ``O_EXCL`` create locally, ``If-None-Match: *`` on S3) and keeps ``runs/alive/<run_id>.json``
 fresh while it lives. A claim whose run has not been seen alive for `STALE_SECONDS` (its driver
-was killed) is taken over by the next run.
+was killed), or whose driver ran on this host under a pid that is gone, is taken over by the
+next run.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import threading
 import time
 
@@ -48,7 +51,8 @@ class Claims:
         self._fs.rm_file(self._alive_path(self.run_id))
 
     def _beat(self) -> None:
-        self._fs.pipe_file(self._alive_path(self.run_id), json.dumps({"time": time.time()}).encode())
+        beat = {"time": time.time(), "host": socket.gethostname(), "pid": os.getpid()}
+        self._fs.pipe_file(self._alive_path(self.run_id), json.dumps(beat).encode())
 
     def _keep_alive(self) -> None:
         while not self._stop.wait(_HEARTBEAT_SECONDS):
@@ -56,10 +60,12 @@ class Claims:
 
     def is_alive(self, run_id: str) -> bool:
         try:
-            seen = json.loads(self._fs.cat_file(self._alive_path(run_id)))["time"]
-        except (FileNotFoundError, ValueError, KeyError):
+            beat = json.loads(self._fs.cat_file(self._alive_path(run_id)))
+        except (FileNotFoundError, ValueError):
             return False
-        return time.time() - seen < STALE_SECONDS
+        if beat.get("host") == socket.gethostname() and not _pid_alive(beat.get("pid", -1)):
+            return False  # its driver died on this host: no need to wait for staleness
+        return time.time() - beat.get("time", 0) < STALE_SECONDS
 
     def holder(self, slide_id: str) -> str | None:
         """The run holding ``slide_id``, or None."""
@@ -89,3 +95,13 @@ class Claims:
             self._fs.rm_file(self._claim_path(slide_id))
         except FileNotFoundError:
             pass
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -9,6 +9,7 @@ a killed run leaves nothing that looks complete and a re-run redoes only what is
 from __future__ import annotations
 
 import math
+import os
 import sys
 import time
 import uuid
@@ -25,7 +26,7 @@ from nic_ray.compress.stages import EncodeBlocks, Settings, plan_slide, read_blo
 from nic_ray.compress.store import Store, StoreConfig
 from nic_ray.encoders import encoder_sha256, load_encoder
 from nic_ray.errors import NicError
-from nic_ray.slides.cache import source_identity
+from nic_ray.slides.cache import is_remote, source_identity
 
 _READ_TASK_MEMORY = 512 * 2**20  # a block of tiles (≤ 50 MB at P=128) with decode buffers
 
@@ -71,6 +72,7 @@ def compress(
     orientations: int = 1,
     encoders: int = 1,
     gpus_per_encoder: float = 0,
+    encoder_resources: dict[str, float] | None = None,
     batch_size: int = 256,
     tissue_threshold: float = 0.1,
     overwrite: bool = False,
@@ -85,6 +87,7 @@ def compress(
     if orientations not in (1, 8):
         raise NicError(f"--orientations must be 1 or 8, not {orientations}")
     slides = expand_sources(sources)
+    store = store if is_remote(str(store)) else os.path.abspath(store)
     options = {k: v for k, v in (("patch_size", patch_size), ("mpp", mpp)) if v is not None}
     enc = load_encoder(encoder, **options)
     for name, asked in options.items():
@@ -99,9 +102,12 @@ def compress(
 
     if not ray.is_initialized():
         ray.init(logging_level="WARNING")
-    if gpus_per_encoder and ray.cluster_resources().get("GPU", 0) < gpus_per_encoder:
-        raise NicError(f"--gpus-per-encoder {gpus_per_encoder}, but the Ray cluster has "
-                       f"{ray.cluster_resources().get('GPU', 0):g} GPUs; use --gpus-per-encoder 0 for CPU")
+    # Ray would wait (30 minutes) for resources the cluster lacks: fail now instead.
+    have = ray.cluster_resources()
+    for name, amount in {"GPU": gpus_per_encoder, **(encoder_resources or {})}.items():
+        if amount and have.get(name, 0) < amount:
+            raise NicError(f"each encoder needs {amount:g} {name}, but the Ray cluster has {have.get(name, 0):g}"
+                           + ("; use --gpus-per-encoder 0 for CPU" if name == "GPU" else ""))
 
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     result = CompressResult(run_id, str(store))
@@ -137,7 +143,7 @@ def compress(
                   file=sys.stderr, flush=True)
         if mine:
             result.rows += _run_dataset(mine, target, settings, encoder, options, encoders, gpus_per_encoder,
-                                        batch_size, claims, progress, start)
+                                        encoder_resources or {}, batch_size, claims, progress, start)
         result.rows += _await_other_runs(elsewhere, target, claims)
     result.report = write_report(str(store), run_id, result.rows, seconds=time.perf_counter() - start)
     return result
@@ -148,8 +154,8 @@ def _report_row(s: SlideSource, status: str, tiles: int = 0, seconds: float = 0.
             "seconds": round(seconds, 3), "reason": reason}
 
 
-def _run_dataset(slides, target, settings, encoder, options, encoders, gpus_per_encoder, batch_size,
-                 claims, progress, start) -> list[dict]:
+def _run_dataset(slides, target, settings, encoder, options, encoders, gpus_per_encoder, encoder_resources,
+                 batch_size, claims, progress, start) -> list[dict]:
     by_id = {s.slide_id: s for s in slides}
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.target_max_block_size, ctx.enable_progress_bars)
@@ -166,7 +172,8 @@ def _run_dataset(slides, target, settings, encoder, options, encoders, gpus_per_
             fn_constructor_kwargs={"encoder": encoder, "encoder_kwargs": options, "orientations": settings.orientations,
                                    "batch_size": batch_size, "use_gpu": gpus_per_encoder > 0},
             compute=ray.data.ActorPoolStrategy(size=encoders),
-            num_gpus=gpus_per_encoder, **({"num_cpus": 1} if not gpus_per_encoder else {}),
+            num_gpus=gpus_per_encoder, resources=encoder_resources,
+            **({"num_cpus": 1} if not gpus_per_encoder else {}),
         )
         ds = ds.map_batches(write_codes, batch_size=1, fn_kwargs={"settings": settings})
     finally:

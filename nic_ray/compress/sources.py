@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass
 from pathlib import PurePosixPath
@@ -56,7 +57,7 @@ def _manifest(url: str) -> list[SlideSource]:
             raise SourceError(f"{url}: row {i}: mpp must be a positive number, not {mpp!r}")
         slide_url = str(row["url"])
         if "://" not in slide_url and not slide_url.startswith("/") and "://" not in url:
-            slide_url = str(PurePosixPath(url).parent / slide_url)  # relative to the manifest
+            slide_url = os.path.abspath(PurePosixPath(url).parent / slide_url)  # relative to the manifest
         out.append(SlideSource(slide_url, str(row.get("slide_id") or default_slide_id(slide_url)), mpp))
     return out
 
@@ -68,7 +69,8 @@ def _expand_one(source: str) -> list[SlideSource]:
     protocol = source.split("://")[0] + "://" if "://" in source else ""
 
     def url(p: str) -> str:
-        return protocol + p if protocol else p
+        # Absolute local paths: tasks on other nodes must not depend on the driver's cwd.
+        return protocol + p if protocol else os.path.abspath(p)
 
     if any(c in path for c in "*?["):
         found = sorted(fs.glob(path))
