@@ -20,20 +20,9 @@ import numpy as np
 import openslide
 
 from nic_ray.slides import open_slide, read_cells, tile_grid, tissue_fraction
-from nic_ray.slides.samples import cmu_small_region, data_dir
-from nic_ray.slides.synthetic import TissuePainter, write_slide
+from nic_ray.slides.samples import cmu_small_region
 
-
-def synthetic_slide(size: int) -> Path:
-    path = data_dir() / "bench" / f"tissue-{size}.svs"
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        partial = path.with_suffix(".partial.svs")
-        write_slide(partial, TissuePainter(size, size, tissue=0.5, seed=0), 0.5, format="svs", tile=240, quality=80, downsamples=(1, 4, 16))
-        partial.replace(path)
-        print(f"wrote {path} in {time.perf_counter() - start:.0f} s")
-    return path
+from _slides import tissue_slide
 
 
 def openslide_patches(path: Path, cells: np.ndarray, P: int) -> None:
@@ -86,7 +75,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     threads = os.cpu_count() or 1
-    results = [bench(p, args.max_patches, threads) for p in (synthetic_slide(args.size), cmu_small_region())]
+    results = [bench(p, args.max_patches, threads) for p in (tissue_slide(args.size), cmu_small_region())]
     print(f"\n128-px patches/s, median of 3 ({threads} cores); fast path = tile bytes read once, decoded once")
     print(f"{'slide':28} {'patches':>7} {'tissue':>6} {'openslide 1t':>12} {'fast 1t':>9} {'ratio':>6} "
           f"{f'openslide {threads}t':>12} {f'fast {threads}t':>9} {'ratio':>6}")

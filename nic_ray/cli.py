@@ -10,14 +10,18 @@ from nic_ray.errors import NicError
 
 
 def _demo(args: argparse.Namespace) -> int:
+    import logging
+
     from nic_ray.demo import run_demo
 
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     summary = run_demo(args.out, n_slides=args.slides)
-    print(f"wrote {len(summary['slides'])} synthetic slides (labels {summary['labels']})")
-    print(f"{summary['shown']}: level {summary['level']} at {summary['mpp']} µm/px, "
-          f"grid {summary['grid'][0]}×{summary['grid'][1]}, {summary['tissue_cells']} tissue cells "
-          f"(# below), {summary['seconds']} s")
+    print(summary["report"])
+    print(f"labels (class of the tilted rectangle): {summary['labels']}")
+    print(f"{summary['shown']}: level {summary['level']} at {summary['mpp']} µm/px, grid "
+          f"{summary['grid'][0]}×{summary['grid'][1]}, {summary['tissue_cells']} tissue cells (# below)")
     print(summary["tissue_map"])
+    print(f"store: {summary['store']} (nic-ray status {summary['store']})")
     print(f"compressed grid (mean-rgb, one cell = 8 px): {summary['grid_png']}")
     return 0
 
@@ -58,6 +62,7 @@ def _compress(args: argparse.Namespace) -> int:
     result = compress(
         args.sources, args.store, encoder=args.encoder, mpp=args.mpp, patch_size=args.patch_size, stride=args.stride,
         orientations=args.orientations, encoders=args.encoders, gpus_per_encoder=args.gpus_per_encoder,
+        cpus_per_encoder=args.cpus_per_encoder,
         encoder_resources=dict(args.encoder_resource),
         batch_size=args.batch_size, tissue_threshold=args.tissue_threshold, overwrite=args.overwrite,
     )
@@ -85,7 +90,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nic-ray", description="Neural Image Compression of whole-slide images on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="write synthetic slides and show the compressed grid of one")
+    demo = sub.add_parser("demo", help="write synthetic slides, compress them on an embedded Ray, show one grid")
     demo.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
     demo.add_argument("--slides", type=int, default=3, help="how many synthetic slides (default: 3)")
     demo.set_defaults(run=_demo)
@@ -104,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--orientations", type=int, choices=(1, 8), default=1, help="8: every tile in all 8 dihedral orientations")
     comp.add_argument("--encoders", type=int, default=1, help="encoder actors (default: 1)")
     comp.add_argument("--gpus-per-encoder", type=float, default=0, help="GPUs per encoder actor; 0 = CPU (default)")
+    comp.add_argument("--cpus-per-encoder", type=float, default=1,
+                      help="CPUs (and torch threads) per encoder actor (default: 1; 0 with GPUs frees them for readers)")
     comp.add_argument("--encoder-resource", type=_resource, action="append", default=[], metavar="NAME=AMOUNT",
                       help="a custom Ray resource each encoder actor needs (pins encoders to such nodes); repeatable")
     comp.add_argument("--batch-size", type=int, default=256, help="tiles per encoder batch (default: 256)")

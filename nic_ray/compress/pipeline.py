@@ -1,7 +1,8 @@
 """`compress`: an archive of slides into a store, streamed through Ray Data.
 
 The driver decides which slides need work (new, changed, incomplete, or ``overwrite``), claims
-them, and streams them through plan → read → encode → write (`nic_ray.compress.stages`). It
+them, and streams them through planning tasks into encoder actors that read, encode and write
+each block (`nic_ray.compress.stages`). It
 counts written blocks per slide and marks a slide complete when its last block is written, so
 a killed run leaves nothing that looks complete and a re-run redoes only what is missing.
 """
@@ -22,14 +23,10 @@ import ray
 from nic_ray.compress.claims import Claims
 from nic_ray.compress.report import write_report
 from nic_ray.compress.sources import SlideSource, expand_sources
-from nic_ray.compress.stages import EncodeBlocks, Settings, plan_slide, read_block, write_codes
+from nic_ray.compress.stages import Settings, plan_slide
 from nic_ray.compress.store import Store, StoreConfig
-from nic_ray.encoders import encoder_sha256, load_encoder
 from nic_ray.errors import NicError
 from nic_ray.slides.cache import is_remote, source_identity
-
-_READ_TASK_MEMORY = 512 * 2**20  # a block of tiles (≤ 50 MB at P=128) with decode buffers
-
 
 @dataclass
 class CompressResult:
@@ -72,6 +69,7 @@ def compress(
     orientations: int = 1,
     encoders: int = 1,
     gpus_per_encoder: float = 0,
+    cpus_per_encoder: float = 1,
     encoder_resources: dict[str, float] | None = None,
     batch_size: int = 256,
     tissue_threshold: float = 0.1,
@@ -84,6 +82,9 @@ def compress(
     >>> result.ok, result.counts()                                      # doctest: +SKIP
     (True, {'complete': 12})
     """
+    # Here, not at the top: every Ray worker imports this package, and only encoders need torch.
+    from nic_ray.encoders import encoder_sha256, load_encoder
+
     if orientations not in (1, 8):
         raise NicError(f"--orientations must be 1 or 8, not {orientations}")
     slides = expand_sources(sources)
@@ -104,7 +105,7 @@ def compress(
         ray.init(logging_level="WARNING")
     # Ray would wait (30 minutes) for resources the cluster lacks: fail now instead.
     have = ray.cluster_resources()
-    for name, amount in {"GPU": gpus_per_encoder, **(encoder_resources or {})}.items():
+    for name, amount in {"GPU": gpus_per_encoder, "CPU": cpus_per_encoder, **(encoder_resources or {})}.items():
         if amount and have.get(name, 0) < amount:
             raise NicError(f"each encoder needs {amount:g} {name}, but the Ray cluster has {have.get(name, 0):g}"
                            + ("; use --gpus-per-encoder 0 for CPU" if name == "GPU" else ""))
@@ -143,7 +144,7 @@ def compress(
                   file=sys.stderr, flush=True)
         if mine:
             result.rows += _run_dataset(mine, target, settings, encoder, options, encoders, gpus_per_encoder,
-                                        encoder_resources or {}, batch_size, claims, progress, start)
+                                        cpus_per_encoder, encoder_resources or {}, batch_size, claims, progress, start)
         result.rows += _await_other_runs(elsewhere, target, claims)
     result.report = write_report(str(store), run_id, result.rows, seconds=time.perf_counter() - start)
     return result
@@ -154,8 +155,10 @@ def _report_row(s: SlideSource, status: str, tiles: int = 0, seconds: float = 0.
             "seconds": round(seconds, 3), "reason": reason}
 
 
-def _run_dataset(slides, target, settings, encoder, options, encoders, gpus_per_encoder, encoder_resources,
-                 batch_size, claims, progress, start) -> list[dict]:
+def _run_dataset(slides, target, settings, encoder, options, encoders, gpus_per_encoder, cpus_per_encoder,
+                 encoder_resources, batch_size, claims, progress, start) -> list[dict]:
+    from nic_ray.compress.encode import EncodeBlocks
+
     by_id = {s.slide_id: s for s in slides}
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.target_max_block_size, ctx.enable_progress_bars)
@@ -165,17 +168,14 @@ def _run_dataset(slides, target, settings, encoder, options, encoders, gpus_per_
         items = [{"slide_id": s.slide_id, "url": s.url, "mpp": math.nan if s.mpp is None else s.mpp} for s in slides]
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.flat_map(plan_slide, fn_kwargs={"settings": settings})
-        ds = ds.map_batches(read_block, batch_size=1, fn_kwargs={"settings": settings},
-                            memory=_READ_TASK_MEMORY)
         ds = ds.map_batches(
             EncodeBlocks, batch_size=1,
-            fn_constructor_kwargs={"encoder": encoder, "encoder_kwargs": options, "orientations": settings.orientations,
-                                   "batch_size": batch_size, "use_gpu": gpus_per_encoder > 0},
+            fn_constructor_kwargs={"encoder": encoder, "encoder_kwargs": options, "settings": settings,
+                                   "batch_size": batch_size, "use_gpu": gpus_per_encoder > 0,
+                                   "threads": max(1, int(cpus_per_encoder))},
             compute=ray.data.ActorPoolStrategy(size=encoders),
-            num_gpus=gpus_per_encoder, resources=encoder_resources,
-            **({"num_cpus": 1} if not gpus_per_encoder else {}),
+            num_gpus=gpus_per_encoder, num_cpus=cpus_per_encoder, resources=encoder_resources,
         )
-        ds = ds.map_batches(write_codes, batch_size=1, fn_kwargs={"settings": settings})
     finally:
         ctx.target_max_block_size, ctx.enable_progress_bars = saved
 

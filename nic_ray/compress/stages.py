@@ -1,24 +1,24 @@
-"""The stages of the compression dataset, each mapping rows of plain numpy values.
+"""The work of the compression dataset, each step mapping rows of plain numpy values.
 
-    plan (per slide) → read (per block) → encode (actor pool) → write (per block)
+    plan (task per slide) → read, encode, write (actor pool, a block per call: `encode`)
+
+Nothing here imports torch: planning tasks start fast, only encoder actors load it.
 
 A row is one block of work: a chunk of one slide's grid. A stage that meets a bad slide does
-not raise (that would stop every other slide): it sets the row's ``error`` and the later
-stages pass the row on, so the driver can fail that slide alone.
+not raise (that would stop every other slide): it sets the row's ``error`` and the actor passes
+the row on, so the driver can fail that slide alone.
 """
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 from nic_ray.compress.store import CHUNK, Store, block_origins, write_block
-from nic_ray.dihedral import dihedral
-from nic_ray.encoders import load_encoder
 from nic_ray.errors import NicError
 from nic_ray.slides import open_slide, read_cells, read_thumbnail, tile_grid
 from nic_ray.slides.slide import Slide
@@ -104,79 +104,35 @@ class _OpenSlides:
 _READER_SLIDES = _OpenSlides()
 
 
-def read_block(batch: dict, settings: Settings) -> dict:
-    """Decode the tissue tiles of one block: (n, P, P, 3) uint8 and their (y, x) cells."""
-    row = {k: v[0] for k, v in batch.items()}
+def read_tiles(row: dict, settings: Settings, pool: ThreadPoolExecutor, threads: int
+               ) -> tuple[np.ndarray, np.ndarray, str]:
+    """Decode the tissue tiles of one block: (n, 2) cells, (n, P, P, 3) uint8 tiles, error.
+
+    The block's cells, in raster order, are split over ``threads`` threads of ``pool``
+    (decoding releases the GIL).
+    """
     P = settings.patch_size
-    cells = np.zeros((0, 2), np.int32)
-    tiles = np.zeros((0, P, P, 3), np.uint8)
-    error, start = str(row["error"]), time.perf_counter()
-    if not error and row["y0"] >= 0:
-        url = str(row["url"])
-        local = np.argwhere(row["tissue"] >= settings.tissue_threshold)
-        cells = (local + [row["y0"], row["x0"]]).astype(np.int32)
-        # One reopen: after a bad read an OpenSlide handle can stay broken.
-        for _ in range(2):
-            try:
-                slide = _READER_SLIDES.get(url, float(row["mpp"]))
-                grid = tile_grid(slide, mpp=settings.mpp, patch_size=P, stride=settings.stride)
-                tiles, error = read_cells(slide, grid, cells), ""
-                break
-            except NicError as e:
-                _READER_SLIDES.drop(url)
-                error = str(e)
-        if error:
-            cells = cells[:0]
-    out = {k: v for k, v in batch.items() if k not in ("tissue", "url", "mpp")}
-    out.update(error=np.array([error]), cells=cells[None], tiles=tiles[None],
-               read_seconds=np.array([time.perf_counter() - start]))
-    return out
+    cells = (np.argwhere(row["tissue"] >= settings.tissue_threshold) + [row["y0"], row["x0"]]).astype(np.int32)
+    url, error = str(row["url"]), ""
+    # One reopen: after a bad read an OpenSlide handle can stay broken.
+    for _ in range(2):
+        try:
+            slide = _READER_SLIDES.get(url, float(row["mpp"]))
+            grid = tile_grid(slide, mpp=settings.mpp, patch_size=P, stride=settings.stride)
+            parts = np.array_split(cells, threads) if len(cells) else [cells]
+            tiles = np.concatenate(list(pool.map(lambda part: read_cells(slide, grid, part), parts)))
+            return cells, tiles, ""
+        except NicError as e:
+            _READER_SLIDES.drop(url)
+            error = str(e)
+    return cells[:0], np.zeros((0, P, P, 3), np.uint8), error
 
 
-class EncodeBlocks:
-    """Ray's batch-inference pattern: the encoder loads once per actor, a block per call."""
-
-    def __init__(self, encoder: str, encoder_kwargs: dict, orientations: int, batch_size: int, use_gpu: bool):
-        self.device = torch.device("cuda" if use_gpu else "cpu")
-        self.encoder = load_encoder(encoder, **encoder_kwargs).to(self.device)
-        self.orientations, self.batch_size = orientations, batch_size
-
-    @torch.inference_mode()
-    def encode(self, tiles: np.ndarray) -> np.ndarray:
-        """(n, P, P, 3) uint8 → (n, O, C) float16; each tile in each orientation."""
-        codes = []
-        for start in range(0, len(tiles), self.batch_size):
-            # uint8 travels to the device and is converted there (4× less to copy). The copy
-            # makes Arrow's read-only buffer a tensor torch may own.
-            x = torch.from_numpy(tiles[start : start + self.batch_size].copy()).to(self.device, non_blocking=True)
-            with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
-                per_o = [self.encoder(dihedral(x, o, dims=(1, 2)).contiguous()) for o in range(self.orientations)]
-            codes.append(torch.stack(per_o, dim=1).to(torch.float16).cpu())
-        if not codes:
-            return np.zeros((0, self.orientations, self.encoder.code_size), np.float16)
-        return torch.cat(codes).numpy()
-
-    def __call__(self, batch: dict) -> dict:
-        start = time.perf_counter()
-        codes = self.encode(batch["tiles"][0])
-        out = {k: v for k, v in batch.items() if k != "tiles"}
-        out.update(codes=codes[None], encode_seconds=np.array([time.perf_counter() - start]))
-        return out
-
-
-def write_codes(batch: dict, settings: Settings) -> dict:
+def write_codes(row: dict, cells: np.ndarray, codes: np.ndarray, settings: Settings) -> None:
     """Write one block's codes as one whole chunk (background cells 0)."""
-    row = {k: v[0] for k, v in batch.items()}
-    start = time.perf_counter()
-    n = len(row["cells"])
-    if not row["error"] and n:
-        y0, x0, H, W = (int(row[k]) for k in ("y0", "x0", "H", "W"))
-        h, w = min(CHUNK, H - y0), min(CHUNK, W - x0)
-        block = np.zeros((settings.orientations, settings.code_size, h, w), np.float16)
-        ys, xs = row["cells"][:, 0] - y0, row["cells"][:, 1] - x0
-        block[:, :, ys, xs] = row["codes"].transpose(1, 2, 0)
-        shape = (settings.orientations, settings.code_size, H, W)
-        write_block(settings.store, str(row["slide_id"]), shape, y0, x0, block)
-    out = {k: v for k, v in batch.items() if k not in ("codes", "cells")}
-    out.update(n_tiles=np.array([n]), write_seconds=np.array([time.perf_counter() - start]))
-    return out
+    y0, x0, H, W = (int(row[k]) for k in ("y0", "x0", "H", "W"))
+    h, w = min(CHUNK, H - y0), min(CHUNK, W - x0)
+    block = np.zeros((settings.orientations, settings.code_size, h, w), np.float16)
+    block[:, :, cells[:, 0] - y0, cells[:, 1] - x0] = codes.transpose(1, 2, 0)
+    shape = (settings.orientations, settings.code_size, H, W)
+    write_block(settings.store, str(row["slide_id"]), shape, y0, x0, block)

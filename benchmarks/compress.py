@@ -1,0 +1,176 @@
+"""Compression throughput, side by side in one run, for mean-rgb and the NIC encoder:
+
+  (a) decoding alone: the tissue tiles of every slide, block by block, one thread a core
+  (b) the encoder alone on tiles already in memory, one thread a core
+  (c) `nic-ray compress` end to end (Ray started beforehand, everything else timed)
+  (d) a plain loop as CLAM-style tools work: OpenSlide read_region per patch, batched encoder
+
+and the peak memory of a Ray worker compressing a slide, and one 4× larger. Slides: ≥ 4 of
+16k × 16k px at 0.5 µm/px, ~50% tissue. Goals on a 2-core machine: (c) ≥ 0.8 × min(a, b) for both
+encoders; (c) ≥ 3 × (d) with mean-rgb; worker memory grows < 10% for 4× the slide area.
+
+    ./dev bench compress [--size 16384] [--slides 4] [--encoders mean-rgb,nic]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import openslide
+import psutil
+import ray
+import torch
+
+from nic_ray.compress import compress
+from nic_ray.compress.encode import EncodeBlocks
+from nic_ray.compress.store import CHUNK, block_origins
+from nic_ray.slides import open_slide, read_cells, tile_grid, tissue_fraction
+
+from _slides import tissue_slide
+
+CORES = os.cpu_count() or 1
+THRESHOLD = 26  # 10% tissue, as compress does by default
+
+
+def tissue_blocks(path: Path) -> list[np.ndarray]:
+    """The tissue cells of a slide, one array per chunk-sized block, as compress plans them."""
+    with open_slide(path) as slide:
+        tissue = tissue_fraction(slide, tile_grid(slide))
+    out = []
+    for y0, x0 in block_origins(tissue, THRESHOLD):
+        local = np.argwhere(tissue[y0 : y0 + CHUNK, x0 : x0 + CHUNK] >= THRESHOLD)
+        out.append(local + [y0, x0])
+    return out
+
+
+def decode_rate(slides: list[Path], blocks: dict) -> float:
+    handles = {p: open_slide(p) for p in slides}
+    grids = {p: tile_grid(s) for p, s in handles.items()}
+    work = [(p, cells) for p in slides for cells in blocks[p]]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(CORES) as pool:
+        n = sum(len(t) for t in pool.map(lambda w: read_cells(handles[w[0]], grids[w[0]], w[1]), work))
+    rate = n / (time.perf_counter() - start)
+    for s in handles.values():
+        s.close()
+    return rate
+
+
+def encoder_rate(name: str, tiles: np.ndarray) -> float:
+    enc = EncodeBlocks(name, {}, orientations=1, batch_size=256, use_gpu=False, threads=CORES)
+    enc.encode(tiles[:256])  # warm-up
+    start = time.perf_counter()
+    enc.encode(tiles)
+    return len(tiles) / (time.perf_counter() - start)
+
+
+def plain_loop_rate(name: str, slides: list[Path], blocks: dict, limit: int) -> float:
+    """One process: read_region per patch (raster order), encoder every 256 patches."""
+    enc = EncodeBlocks(name, {}, orientations=1, batch_size=256, use_gpu=False, threads=CORES)
+    n, start, batch = 0, time.perf_counter(), []
+    for path in slides:
+        with openslide.OpenSlide(str(path)) as osr:
+            for cells in blocks[path]:
+                for y, x in cells:
+                    batch.append(np.asarray(osr.read_region((int(x) * 128, int(y) * 128), 0, (128, 128)).convert("RGB")))
+                    if len(batch) == 256:
+                        enc.encode(np.stack(batch))
+                        n, batch = n + 256, []
+                    if n >= limit:
+                        return n / (time.perf_counter() - start)
+    if batch:
+        enc.encode(np.stack(batch))
+        n += len(batch)
+    return n / (time.perf_counter() - start)
+
+
+class WorkerMemory:
+    """Peak RSS of each Ray worker process (sampled), by its title: ray::<what it runs>."""
+
+    def __init__(self):
+        self.peak: dict[int, tuple[str, int]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self):
+        while not self._stop.wait(0.05):
+            for p in psutil.process_iter(["cmdline", "memory_info"]):
+                title = " ".join(p.info["cmdline"] or [])
+                if title.startswith("ray::") and p.info["memory_info"]:
+                    rss = p.info["memory_info"].rss
+                    if rss > self.peak.get(p.pid, ("", 0))[1]:
+                        self.peak[p.pid] = (title.split()[0], rss)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+    def max_mb(self) -> float:
+        return max((rss for _, rss in self.peak.values()), default=0) / 2**20
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="compression throughput and memory")
+    parser.add_argument("--size", type=int, default=16384)
+    parser.add_argument("--slides", type=int, default=4)
+    parser.add_argument("--encoders", default="mean-rgb,nic")
+    parser.add_argument("--plain-limit", type=int, default=6000, help="patches the plain loop reads (it is slow)")
+    parser.add_argument("--json", help="also write the results here")
+    args = parser.parse_args()
+
+    slides = [tissue_slide(args.size, seed) for seed in range(args.slides)]
+    big = tissue_slide(args.size * 2, seed=100)
+    blocks = {p: tissue_blocks(p) for p in slides}
+    n_tiles = sum(len(c) for b in blocks.values() for c in b)
+    print(f"{len(slides)} slides of {args.size}² px at 0.5 µm/px: {n_tiles:,} tissue tiles "
+          f"({n_tiles / (len(slides) * (args.size // 128) ** 2):.0%} of cells); {CORES} cores", flush=True)
+    with open_slide(slides[0]) as s:
+        sample = read_cells(s, tile_grid(s), np.concatenate(blocks[slides[0]])[:4096])
+
+    # One logical CPU more than cores: readers and writers are mostly waiting on I/O and
+    # decoding; the encoder actor reserves the cores it computes on.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(num_cpus=CORES + 1, include_dashboard=False, logging_level="ERROR")
+    results = {"tiles": n_tiles, "cores": CORES}
+    a = decode_rate(slides, blocks)
+    results["a_decode"] = a
+    for name in args.encoders.split(","):
+        b = encoder_rate(name, sample)
+        with tempfile.TemporaryDirectory() as tmp:
+            start = time.perf_counter()
+            result = compress([str(p) for p in slides], f"{tmp}/store.zarr", encoder=name,
+                              cpus_per_encoder=CORES, progress=False)
+            c = n_tiles / (time.perf_counter() - start)
+            assert result.ok, result.report
+        d = plain_loop_rate(name, slides, blocks, args.plain_limit)
+        results[name] = {"b_encoder": b, "c_compress": c, "d_plain": d,
+                         "c_over_min_ab": c / min(a, b), "c_over_d": c / d}
+        print(f"{name:9} (a) decode {a:8,.0f}/s  (b) encoder {b:8,.0f}/s  (c) compress {c:8,.0f}/s  "
+              f"(d) plain loop {d:7,.0f}/s  c/min(a,b) {c / min(a, b):.2f}  c/d {c / d:.1f}", flush=True)
+
+    memory = {}
+    for label, path in (("1x", slides[0]), ("4x", big)):
+        with tempfile.TemporaryDirectory() as tmp, WorkerMemory() as mem:
+            assert compress([str(path)], f"{tmp}/m.zarr", encoder="mean-rgb", progress=False).ok
+        memory[label] = mem.max_mb()
+    results["worker_peak_mb"] = memory
+    print(f"peak worker RSS: {memory['1x']:.0f} MB for {args.size}², {memory['4x']:.0f} MB for {args.size * 2}² "
+          f"(+{memory['4x'] / memory['1x'] - 1:.1%} for 4× the area)")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
