@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--encoders", type=int, default=1, help="encoder actors (default: 1)")
     comp.add_argument("--gpus-per-encoder", type=float, default=0, help="GPUs per encoder actor; 0 = CPU (default)")
     comp.add_argument("--cpus-per-encoder", type=float, default=1,
-                      help="CPUs (and torch threads) per encoder actor (default: 1; 0 with GPUs frees them for readers)")
+                      help="CPUs per encoder actor: its decoding threads, and torch threads on CPU (default: 1)")
     comp.add_argument("--encoder-resource", type=_resource, action="append", default=[], metavar="NAME=AMOUNT",
                       help="a custom Ray resource each encoder actor needs (pins encoders to such nodes); repeatable")
     comp.add_argument("--batch-size", type=int, default=256, help="tiles per encoder batch (default: 256)")

@@ -76,6 +76,9 @@ def test_eight_orientations_and_cell_placement(archive, tmp_path):
     store = Store.open(url)
     grid = store.read_embeddings("colours").astype(np.float32)
     assert grid.shape == (8, 128, 5, 4)
+    lazy = store.to_xarray("colours")
+    assert lazy["embeddings"].dims == ("o", "c", "y", "x")
+    np.testing.assert_array_equal(lazy["embeddings"].values, store.read_embeddings("colours"))
     encoder = load_encoder("nic")
     cells = np.array([(0, 0), (2, 1), (4, 3)])  # (4, 3) is an edge cell, part white
     for o in range(8):

@@ -24,4 +24,4 @@ def test_scheduled_job_arguments_are_valid_compress_options():
     assert (ROOT / command[0]).is_file()
     archive, store, *options = command[1:]
     args = build_parser().parse_args(["compress", archive, "--store", store, *options])
-    assert (args.encoder, args.encoders, args.gpus_per_encoder, args.cpus_per_encoder) == ("nic", 4, 1.0, 0.0)
+    assert (args.encoder, args.encoders, args.gpus_per_encoder, args.cpus_per_encoder) == ("nic", 4, 1.0, 14.0)

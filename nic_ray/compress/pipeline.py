@@ -78,9 +78,10 @@ def compress(
 ) -> CompressResult:
     """Compress every slide of ``sources`` into ``store``; see ``nic-ray compress --help``.
 
-    >>> result = compress(["slides/"], "grids.zarr", encoder="nic")    # doctest: +SKIP
-    >>> result.ok, result.counts()                                      # doctest: +SKIP
-    (True, {'complete': 12})
+    Example::
+
+        result = compress(["slides/"], "grids.zarr", encoder="nic")
+        result.ok, result.counts()  # (True, {'complete': 12})
     """
     # Here, not at the top: every Ray worker imports this package, and only encoders need torch.
     from nic_ray.encoders import encoder_sha256, load_encoder

@@ -91,7 +91,9 @@ def expand_sources(sources: list[str]) -> list[SlideSource]:
     A source is a slide file, a directory or ``s3://`` prefix (searched for slide files), a glob,
     or a CSV/Parquet manifest with a ``url`` column and optional ``slide_id`` and ``mpp``.
 
-    >>> expand_sources(["archive/", "s3://lab/new/*.svs"])             # doctest: +SKIP
+    Example::
+
+        expand_sources(["archive/", "s3://lab/new/*.svs"])
     """
     slides: list[SlideSource] = []
     for source in sources:

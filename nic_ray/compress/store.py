@@ -50,10 +50,11 @@ class StoreConfig:
 class Store:
     """A store of compressed slides, local path or ``s3://`` URL.
 
-    >>> store = Store.open("brca.zarr")                                  # doctest: +SKIP
-    >>> store.complete_slides()                                          # doctest: +SKIP
-    ['TCGA-A1-A0SB', ...]
-    >>> grid = store.read_embeddings("TCGA-A1-A0SB")  # (O, C, H, W)     # doctest: +SKIP
+    Example::
+
+        store = Store.open("brca.zarr")
+        store.complete_slides()  # ['TCGA-A1-A0SB', ...]
+        grid = store.read_embeddings("TCGA-A1-A0SB")  # (O, C, H, W) float16
     """
 
     def __init__(self, url: str, group: zarr.Group):

@@ -25,7 +25,10 @@ def is_checkpoint(path: str | Path) -> bool:
 def save_encoder(encoder: nn.Module, directory: str | Path) -> Path:
     """Write ``encoder`` (built by `create_encoder`/`load_encoder`) to ``directory``.
 
-    >>> save_encoder(load_encoder("nic"), "runs/nic-random")          # doctest: +SKIP
+    Example::
+
+        save_encoder(load_encoder("nic"), "runs/nic-random")
+        load_encoder("runs/nic-random")  # the same weights, no pickle
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)

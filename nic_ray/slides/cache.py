@@ -63,8 +63,10 @@ class CachedSlide:
 class SlideCache:
     """Remote slides downloaded into ``directory``, holding at most ``max_bytes``.
 
-    >>> cache = SlideCache("/tmp/slides", max_bytes=20 * 2**30)           # doctest: +SKIP
-    >>> cached = cache.fetch("s3://archive/case-001.svs")                 # doctest: +SKIP
+    Example::
+
+        cache = SlideCache("/tmp/slides", max_bytes=20 * 2**30)
+        slide = open_slide("s3://archive/case-001.svs", cache=cache)
     """
 
     def __init__(self, directory: str | os.PathLike, max_bytes: int = 50 * 2**30):

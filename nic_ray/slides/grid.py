@@ -47,9 +47,10 @@ def tile_grid(
 ) -> TileGrid:
     """The grid of ``slide`` at ``mpp`` µm/px (level chosen by `choose_level`).
 
-    >>> grid = tile_grid(slide, mpp=0.5, patch_size=128)               # doctest: +SKIP
-    >>> grid.shape                                                      # doctest: +SKIP
-    (124, 98)
+    Example::
+
+        grid = tile_grid(slide, mpp=0.5, patch_size=128)
+        grid.shape  # (H, W), e.g. (124, 98)
     """
     try:
         choice = choose_level([lv.mpp for lv in slide.levels], mpp, tolerance)

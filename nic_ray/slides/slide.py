@@ -35,9 +35,10 @@ class Level:
 class Slide:
     """A whole-slide image open for reading. Use `open_slide` to make one.
 
-    >>> from nic_ray.slides import open_slide
-    >>> with open_slide("slide.svs") as slide:                      # doctest: +SKIP
-    ...     rgb = slide.read_region(level=0, x=0, y=0, width=256, height=256)
+    Example::
+
+        with open_slide("slide.svs") as slide:
+            rgb = slide.read_region(level=0, x=0, y=0, width=256, height=256)
     """
 
     def __init__(

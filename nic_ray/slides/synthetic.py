@@ -121,7 +121,9 @@ def write_slide(
     ``format`` is ``"tiff"`` (generic pyramidal TIFF, any ``compression``) or ``"svs"``
     (Aperio-like, JPEG). ``mpp=None`` writes a slide without µm/px. Returns the path.
 
-    >>> write_slide("case.svs", TissuePainter(4096, 4096), 0.25, format="svs")  # doctest: +SKIP
+    Example::
+
+        write_slide("case.svs", TissuePainter(4096, 4096), 0.25, format="svs")
     """
     if isinstance(painter, np.ndarray):
         painter = ArrayPainter(painter)

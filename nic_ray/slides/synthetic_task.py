@@ -58,7 +58,7 @@ def nic_synthetic_case(
     width) of both rectangles, ``digit_px`` the side of a digit (a multiple of 8).
 
     >>> case = nic_synthetic_case(size=(1024, 1024), seed=3)
-    >>> case.image.shape, case.mask.any(), case.label != case.distractor
+    >>> case.image.shape, bool(case.mask.any()), case.label != case.distractor
     ((1024, 1024, 3), True, True)
     """
     if digit_px % 8:
