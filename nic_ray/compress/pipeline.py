@@ -113,9 +113,7 @@ def compress(
 
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     result = CompressResult(run_id, str(store))
-    existing = target.slides()
-
-    def needs_work(s: SlideSource) -> bool:
+    def needs_work(s: SlideSource, existing: dict) -> bool:
         info = existing.get(s.slide_id)
         if overwrite or info is None or info.get("status") != "complete":
             return True
@@ -126,8 +124,9 @@ def compress(
         except NicError:
             return True  # let planning report what is wrong with it
 
+    existing = target.slides()
     with ThreadPoolExecutor(16) as pool:  # stat calls: S3 answers slowly, one at a time
-        todo_flags = list(pool.map(needs_work, slides))
+        todo_flags = list(pool.map(lambda s: needs_work(s, existing), slides))
     for s, todo in zip(slides, todo_flags):
         if not todo:
             result.rows.append(_report_row(s, "skipped", reason="complete already"))
@@ -139,6 +138,12 @@ def compress(
             holders = list(pool.map(lambda s: claims.claim(s.slide_id), todo))
         mine = [s for s, h in zip(todo, holders) if h is None]
         elsewhere = [(s, h) for s, h in zip(todo, holders) if h is not None]
+        # Another run may have completed some between our look and our claim.
+        now = target.slides()
+        for s in [s for s in mine if not needs_work(s, now)]:
+            claims.release(s.slide_id)
+            mine.remove(s)
+            result.rows.append(_report_row(s, "skipped", reason="completed by another run"))
         if progress:
             print(f"[nic-ray] run {run_id}: {len(slides)} slides, {len(result.rows)} complete already, "
                   f"{len(mine)} to compress" + (f", {len(elsewhere)} claimed by other runs" if elsewhere else ""),
