@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 
 from nic_ray.errors import NicError
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import logging
-
     from nic_ray.demo import run_demo
 
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     summary = run_demo(args.out, n_slides=args.slides)
     print(summary["report"])
     print(f"labels (class of the tilted rectangle): {summary['labels']}")
@@ -54,11 +53,8 @@ def _resource(text: str) -> tuple[str, float]:
 
 
 def _compress(args: argparse.Namespace) -> int:
-    import logging
-
     from nic_ray.compress import compress
 
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
     result = compress(
         args.sources, args.store, encoder=args.encoder, mpp=args.mpp, patch_size=args.patch_size, stride=args.stride,
         orientations=args.orientations, encoders=args.encoders, gpus_per_encoder=args.gpus_per_encoder,
@@ -135,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # Before Ray Data loads: its console log repeats what our progress lines say.
+    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(Path(__file__).with_name("ray_data_logging.yaml")))
     try:
         return args.run(args)
     except NicError as e:
