@@ -1,0 +1,127 @@
+"""Label tables and tasks: validated at the boundary, so training never meets a bad label.
+
+A task is ``NAME:TYPE:COLUMNS`` with TYPE binary, multiclass, regression or survival
+(COLUMNS ``time,event``), e.g. ``grade:multiclass:grade`` or ``os:survival:time,event``.
+A missing value masks that slide out of that task's loss only.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import pyarrow as pa
+import pyarrow.csv
+import pyarrow.parquet
+
+from nic_ray.errors import NicError
+
+TYPES = ("binary", "multiclass", "regression", "survival")
+
+
+class LabelError(NicError):
+    """A label table or task declaration that cannot be trained on."""
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    type: str
+    columns: tuple[str, ...]
+    classes: tuple = field(default=())  # binary/multiclass: the sorted label values
+
+    @property
+    def outputs(self) -> int:
+        """Head size: classes (2 → 1 logit for binary), else 1."""
+        return 1 if self.type in ("binary", "regression", "survival") else len(self.classes)
+
+
+def parse_task(text: str) -> Task:
+    """``"os:survival:time,event"`` → Task("os", "survival", ("time", "event"))."""
+    parts = text.split(":")
+    if len(parts) != 3 or not all(parts):
+        raise LabelError(f"task {text!r}: expected NAME:TYPE:COLUMNS, e.g. grade:multiclass:grade")
+    name, kind, columns = parts[0], parts[1], tuple(parts[2].split(","))
+    if kind not in TYPES:
+        raise LabelError(f"task {text!r}: type must be one of {', '.join(TYPES)}")
+    if len(columns) != (2 if kind == "survival" else 1):
+        raise LabelError(f"task {text!r}: {kind} takes {'time,event' if kind == 'survival' else 'one column'}")
+    return Task(name, kind, columns)
+
+
+@dataclass
+class Labels:
+    """Per-task label arrays aligned with ``slide_ids``; NaN where a label is missing."""
+
+    slide_ids: list[str]
+    tasks: list[Task]
+    values: dict[str, list]  # task name → labels (class index, value, or (time, event))
+    not_in_store: list[str]  # in the table, not complete in the store: reported, not used
+    not_in_table: list[str]  # complete in the store, no row in the table
+
+
+def read_table(path: str) -> pa.Table:
+    try:
+        return pyarrow.parquet.read_table(path) if str(path).endswith(".parquet") else pyarrow.csv.read_csv(path)
+    except (OSError, pa.ArrowInvalid) as e:
+        raise LabelError(f"{path}: cannot read the label table ({str(e).splitlines()[0]})") from None
+
+
+def load_labels(path: str, tasks: list[Task], complete_slides: list[str]) -> Labels:
+    """Validate ``path`` (CSV or Parquet, keyed by ``slide_id``) for ``tasks`` against a store."""
+    rows = read_table(path).to_pylist()
+    if not rows or "slide_id" not in rows[0]:
+        raise LabelError(f"{path}: the label table needs a slide_id column and rows")
+    ids = [str(r["slide_id"]) for r in rows]
+    duplicated = sorted({s for s in ids if ids.count(s) > 1})
+    if duplicated:
+        raise LabelError(f"{path}: slide ids appear twice: {', '.join(duplicated[:5])}")
+    complete = set(complete_slides)
+    used = [r for r in rows if str(r["slide_id"]) in complete]
+    if not used:
+        raise LabelError(f"{path}: none of its {len(rows)} slide ids is complete in the store")
+    values, checked = {}, []
+    for task in tasks:
+        missing = [c for c in task.columns if c not in rows[0]]
+        if missing:
+            raise LabelError(f"{path}: task {task.name}: no column {', '.join(missing)}")
+        values[task.name], task = _check(path, task, used)
+        checked.append(task)
+    return Labels(
+        slide_ids=[str(r["slide_id"]) for r in used], tasks=checked, values=values,
+        not_in_store=sorted(set(ids) - complete), not_in_table=sorted(complete - set(ids)),
+    )
+
+
+def _number(path: str, task: Task, row: dict, column: str) -> float:
+    value = row[column]
+    if value is None or value == "":
+        return math.nan
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise LabelError(f"{path}: task {task.name}: {column} of {row['slide_id']} is {value!r}, not a number") from None
+
+
+def _check(path: str, task: Task, rows: list[dict]) -> tuple[list, Task]:
+    if task.type == "survival":
+        pairs = [(_number(path, task, r, task.columns[0]), _number(path, task, r, task.columns[1])) for r in rows]
+        for r, (t, e) in zip(rows, pairs):
+            if t < 0:
+                raise LabelError(f"{path}: task {task.name}: negative time {t:g} for {r['slide_id']}")
+            if not math.isnan(e) and e not in (0, 1):
+                raise LabelError(f"{path}: task {task.name}: event of {r['slide_id']} is {e:g}, not 0 or 1")
+        if not any(e == 1 for _, e in pairs):
+            raise LabelError(f"{path}: task {task.name}: no events; a Cox model cannot learn from censoring alone")
+        return pairs, task
+    if task.type == "regression":
+        return [_number(path, task, r, task.columns[0]) for r in rows], task
+    raw = [r[task.columns[0]] for r in rows]
+    classes = tuple(sorted({v for v in raw if v is not None and v != ""}, key=str))
+    if len(classes) < 2:
+        raise LabelError(f"{path}: task {task.name}: a single class {classes[0] if classes else '(none)'!r}; "
+                         "nothing to learn")
+    if task.type == "binary" and len(classes) != 2:
+        raise LabelError(f"{path}: task {task.name}: binary needs 2 classes, found {len(classes)}; use multiclass")
+    index = {c: i for i, c in enumerate(classes)}
+    return [index.get(v, math.nan) for v in raw], Task(task.name, task.type, task.columns, classes)
