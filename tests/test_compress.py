@@ -1,7 +1,6 @@
 """Compression end to end on a local Ray: embeddings against the encoder run directly on
 OpenSlide's pixels, orientations, placement, plain-zarr readability, bad slides, re-runs."""
 
-import json
 import os
 import subprocess
 import sys

@@ -1,7 +1,6 @@
 """Crops (pmf, test positions, padded reads, orientations) and the NIC CNN."""
 
 import numpy as np
-import pytest
 import torch
 
 from nic_ray.compress import Store, compress

@@ -1,6 +1,5 @@
 """A user's own encoder, plugged in by import path (tests.user_encoder:build)."""
 
-import torch
 from torch import nn
 
 
