@@ -82,6 +82,84 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from nic_ray.train import train
+
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "store", "labels", "task", "out")}
+    result = train(args.store, args.labels, args.task, args.out, **options)
+    for name, ids in (("in the table but not complete in the store", result.not_in_store),
+                      ("complete in the store but not in the table", result.not_in_table)):
+        if ids:
+            print(f"{len(ids)} slides {name} (left out): {', '.join(ids[:5])}{' …' if len(ids) > 5 else ''}")
+    for part, best in result.parts.items():
+        shown = ", ".join(f"{k} {v:.3f}" for k, v in best.items() if k.startswith("val_"))
+        print(f"{part}: best epoch {best['epoch']}: {shown}")
+    print(f"run: {args.out} (nic-ray evaluate --run {args.out} --store {args.store} --labels {args.labels})")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from nic_ray.train import predict
+
+    table = predict(args.run, args.store, slides=args.slides, out=args.out, crops=args.crops, views=args.views)
+    print(f"{table.num_rows} slides predicted: {args.out}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from nic_ray.train import evaluate, format_evaluation
+
+    table = evaluate(args.run, args.store, args.labels, out=args.out, crops=args.crops, views=args.views,
+                     resamples=args.resamples)
+    print(format_evaluation(table))
+    print(f"written: {args.out or args.run + '/evaluation.parquet'}")
+    return 0
+
+
+def _test_time_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--crops", type=int, default=10, help="crops per slide at evenly spaced tissue positions (default: 10)")
+    parser.add_argument("--views", type=int, choices=range(1, 9), default=8, metavar="1..8",
+                        help="dihedral views of each crop (default: 8)")
+
+
+def _train_parser(sub) -> None:
+    from nic_ray.train.trainer import Resources, TrainOptions
+
+    train = sub.add_parser(
+        "train", help="train a slide-level CNN on a store and a label table (Ray Train)",
+        description="Tasks are NAME:TYPE:COLUMNS with TYPE binary, multiclass, regression or survival, e.g. "
+        "--task grade:multiclass:grade --task os:survival:time,event. Slides are split by the table's split "
+        "column (train/val/test), its fold column, or --folds seeded folds (test f, validation f+1, train the rest). "
+        "Run again with the same --out to resume.",
+    )
+    train.add_argument("--store", required=True)
+    train.add_argument("--labels", required=True, help="CSV or Parquet with slide_id and the task columns")
+    train.add_argument("--task", required=True, action="append", metavar="NAME:TYPE:COLUMNS")
+    train.add_argument("--out", required=True, help="the run directory, local or s3://")
+    helps = {
+        "epochs": "most epochs", "batch_size": "crops per step, all workers together",
+        "steps_per_epoch": "0: training slides / batch size", "crop_size": "crop side in grid cells",
+        "width": "CNN filters", "strides": "CNN layer strides (their count is the depth)", "dropout": "spatial dropout",
+        "lr": "Adam learning rate", "min_lr": "floor of the learning rate", "lr_patience": "epochs without "
+        "improvement before the learning rate is divided by 3", "patience": "epochs without improvement before "
+        "stopping", "weight_decay": "L2 penalty", "grid_dihedral": "random dihedral transform of each crop (0/1)",
+        "balance": "task whose classes batches balance (default: the first classification task)",
+        "val_crops": "crops per validation slide", "val_views": "dihedral views per validation crop",
+        "folds": "cross-validation folds without a split or fold column", "seed": "seed of folds and sampling",
+        "workers": "Ray Train workers", "gpus_per_worker": "0 = CPU", "cpus_per_worker": "CPUs per worker",
+        "loader_workers": "crop-reading processes per worker", "max_failures": "worker-group restarts from the last checkpoint",
+    }
+    for dataclass in (TrainOptions, Resources):
+        for name, default in vars(dataclass()).items():
+            flag = "--" + name.replace("_", "-")
+            if isinstance(default, tuple):
+                train.add_argument(flag, type=int, nargs="+", default=default, help=f"{helps[name]} (default: {' '.join(map(str, default))})")
+            else:
+                kind = (lambda v: bool(int(v))) if isinstance(default, bool) else type(default)
+                train.add_argument(flag, type=kind, default=default, help=f"{helps[name]} (default: {default})")
+    train.set_defaults(handler=_train)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nic-ray", description="Neural Image Compression of whole-slide images on Ray.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -89,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="write synthetic slides, compress them on an embedded Ray, show one grid")
     demo.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
     demo.add_argument("--slides", type=int, default=3, help="how many synthetic slides (default: 3)")
-    demo.set_defaults(run=_demo)
+    demo.set_defaults(handler=_demo)
 
     comp = sub.add_parser(
         "compress", help="compress slides into a store of grids (resumable; only new or changed slides are done)",
@@ -112,11 +190,30 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--batch-size", type=int, default=256, help="tiles per encoder batch (default: 256)")
     comp.add_argument("--tissue-threshold", type=float, default=0.1, help="tissue fraction of a cell to encode it (default: 0.1)")
     comp.add_argument("--overwrite", action="store_true", help="redo slides that are complete already")
-    comp.set_defaults(run=_compress)
+    comp.set_defaults(handler=_compress)
 
     status = sub.add_parser("status", help="the slides of a store: status, grid size, tissue tiles")
     status.add_argument("store")
-    status.set_defaults(run=_status)
+    status.set_defaults(handler=_status)
+
+    _train_parser(sub)
+
+    pred = sub.add_parser("predict", help="per-slide predictions of a trained run, to Parquet")
+    pred.add_argument("--run", required=True)
+    pred.add_argument("--store", required=True)
+    pred.add_argument("--slides", help="a table whose slide_id column picks the slides (default: every complete slide)")
+    pred.add_argument("--out", required=True, help="the Parquet file to write")
+    _test_time_options(pred)
+    pred.set_defaults(handler=_predict)
+
+    ev = sub.add_parser("evaluate", help="metrics of a trained run on labelled slides, with bootstrap 95%% intervals")
+    ev.add_argument("--run", required=True)
+    ev.add_argument("--store", required=True)
+    ev.add_argument("--labels", required=True)
+    ev.add_argument("--out", help="the Parquet file to write (default: RUN/evaluation.parquet)")
+    ev.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default: 1000)")
+    _test_time_options(ev)
+    ev.set_defaults(handler=_evaluate)
 
     info = sub.add_parser("slide-info", help="levels, µm/px, level choice, grid and tissue of one slide")
     info.add_argument("slide", help="a slide file or s3:// URL")
@@ -125,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--patch-size", type=int, default=128)
     info.add_argument("--stride", type=int, help="default: the patch size")
     info.add_argument("--tissue-threshold", type=float, default=0.1, help="tissue fraction of a tissue cell (default: 0.1)")
-    info.set_defaults(run=_slide_info)
+    info.set_defaults(handler=_slide_info)
     return parser
 
 
@@ -134,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     # Before Ray Data loads: its console log repeats what our progress lines say.
     os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(Path(__file__).with_name("ray_data_logging.yaml")))
     try:
-        return args.run(args)
+        return args.handler(args)
     except NicError as e:
         print(f"nic-ray: error: {e}", file=sys.stderr)
         return 2

@@ -26,6 +26,7 @@ from nic_ray.compress.sources import SlideSource, expand_sources
 from nic_ray.compress.stages import Settings, plan_slide
 from nic_ray.compress.store import Store, StoreConfig
 from nic_ray.errors import NicError
+from nic_ray.ray_cluster import require_resources
 from nic_ray.slides.cache import is_remote, source_identity
 
 @dataclass
@@ -102,14 +103,7 @@ def compress(
     settings = Settings(str(store), enc.mpp, enc.patch_size, config.stride, orientations, enc.code_size,
                         round(tissue_threshold * 255))
 
-    if not ray.is_initialized():
-        ray.init(logging_level="WARNING")
-    # Ray would wait (30 minutes) for resources the cluster lacks: fail now instead.
-    have = ray.cluster_resources()
-    for name, amount in {"GPU": gpus_per_encoder, "CPU": cpus_per_encoder, **(encoder_resources or {})}.items():
-        if amount and have.get(name, 0) < amount:
-            raise NicError(f"each encoder needs {amount:g} {name}, but the Ray cluster has {have.get(name, 0):g}"
-                           + ("; use --gpus-per-encoder 0 for CPU" if name == "GPU" else ""))
+    require_resources("encoder", {"GPU": gpus_per_encoder, "CPU": cpus_per_encoder, **(encoder_resources or {})})
 
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     result = CompressResult(run_id, str(store))

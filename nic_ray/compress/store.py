@@ -125,9 +125,13 @@ class Store:
             raise StoreError(f"{self.url}: slide {slide_id!r} is not complete")
         return self._group[f"slides/{slide_id}"]
 
+    def embeddings(self, slide_id: str) -> zarr.Array:
+        """The slide's (O, C, H, W) float16 array, lazily: slicing it reads only the chunks touched."""
+        return self._slide(slide_id)["embeddings"]
+
     def read_embeddings(self, slide_id: str, orientation: int | None = None) -> np.ndarray:
         """float16 (O, C, H, W), or (C, H, W) for one ``orientation``."""
-        array = self._slide(slide_id)["embeddings"]
+        array = self.embeddings(slide_id)
         return array[:] if orientation is None else array[orientation]
 
     def read_tissue(self, slide_id: str) -> np.ndarray:

@@ -32,8 +32,8 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return d.images / 16.0, d.target
 
 
-def _draw(image: np.ndarray, digit: np.ndarray, cy: float, cx: float, px: int) -> None:
-    """Darken ``image`` with ``digit`` scaled to px × px, centred at (cy, cx); clipped."""
+def _draw(image: np.ndarray, digit: np.ndarray, cy: float, cx: float, px: int, stain: np.ndarray = _STAIN) -> None:
+    """Darken ``image`` with ``digit`` in ``stain`` scaled to px × px, centred at (cy, cx); clipped."""
     glyph = np.kron(digit, np.ones((px // 8, px // 8)))
     y0, x0 = int(round(cy)) - glyph.shape[0] // 2, int(round(cx)) - glyph.shape[1] // 2
     gy0, gx0 = max(0, -y0), max(0, -x0)
@@ -41,7 +41,7 @@ def _draw(image: np.ndarray, digit: np.ndarray, cy: float, cx: float, px: int) -
     y1 = min(image.shape[0], y0 + glyph.shape[0] - gy0)
     x1 = min(image.shape[1], x0 + glyph.shape[1] - gx0)
     g = glyph[gy0 : gy0 + y1 - y0, gx0 : gx0 + x1 - x0, None]
-    ink = (255 - g * (255 - _STAIN)).astype(np.uint8)
+    ink = (255 - g * (255 - stain)).astype(np.uint8)
     np.minimum(image[y0:y1, x0:x1], ink, out=image[y0:y1, x0:x1])
 
 
@@ -51,11 +51,15 @@ def nic_synthetic_case(
     rect_size: tuple[int, int] = (320, 192),
     digit_px: int = 32,
     seed: int = 0,
+    lesion_stain: tuple[int, int, int] | None = None,
 ) -> SyntheticCase:
     """One image of the NIC synthetic task.
 
     ``size`` (height, width) in pixels, ``n_digits`` scattered digits, ``rect_size`` (height,
     width) of both rectangles, ``digit_px`` the side of a digit (a multiple of 8).
+    ``lesion_stain`` inks the tilted rectangle's digits in that RGB colour instead of the
+    haematoxylin purple of all others, on a ground tinted with it: a colour pattern in a
+    region, for encoders (mean-RGB) that cannot tell digits apart.
 
     >>> case = nic_synthetic_case(size=(1024, 1024), seed=3)
     >>> case.image.shape, bool(case.mask.any()), case.label != case.distractor
@@ -87,12 +91,13 @@ def nic_synthetic_case(
         np.arange(digit_px / 2 - rh / 2, rh / 2, digit_px), np.arange(digit_px / 2 - rw / 2, rw / 2, digit_px), indexing="ij"
     )
     cos, sin = np.cos(angle), np.sin(angle)
-    for (cy, cx), cls, (c, s) in (
-        (centres[0], distractor, (1.0, 0.0)),
-        (centres[1], label, (cos, sin)),
+    lesion = _STAIN if lesion_stain is None else np.asarray(lesion_stain)
+    for (cy, cx), cls, (c, s), stain in (
+        (centres[0], distractor, (1.0, 0.0), _STAIN),
+        (centres[1], label, (cos, sin), lesion),
     ):
         for dv, du in zip(v.ravel(), u.ravel()):
-            _draw(image, images[rng.choice(by_class[cls])], cy + s * du + c * dv, cx + c * du - s * dv, digit_px)
+            _draw(image, images[rng.choice(by_class[cls])], cy + s * du + c * dv, cx + c * du - s * dv, digit_px, stain)
 
     placed = 0
     for _ in range(n_digits * 20):
@@ -108,4 +113,7 @@ def nic_synthetic_case(
     dy, dx = yy - centres[1][0], xx - centres[1][1]
     along, across = cos * dx + sin * dy, -sin * dx + cos * dy  # the rectangle's own axes
     mask = (np.abs(along) <= rw / 2) & (np.abs(across) <= rh / 2)
+    if lesion_stain is not None:
+        tint = (255 - 0.4 * (255 - lesion)).astype(np.uint8)
+        image[mask] = np.minimum(image[mask], tint)
     return SyntheticCase(image, label, distractor, mask)

@@ -2,7 +2,8 @@
 
 A task is ``NAME:TYPE:COLUMNS`` with TYPE binary, multiclass, regression or survival
 (COLUMNS ``time,event``), e.g. ``grade:multiclass:grade`` or ``os:survival:time,event``.
-A missing value masks that slide out of that task's loss only.
+A missing value masks that slide out of that task's loss only. An optional ``split`` column
+(train/val/test) or ``fold`` column (integers) fixes how slides are split; see `plan_splits`.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.csv
 import pyarrow.parquet
@@ -17,6 +19,7 @@ import pyarrow.parquet
 from nic_ray.errors import NicError
 
 TYPES = ("binary", "multiclass", "regression", "survival")
+SPLITS = ("train", "val", "test")
 
 
 class LabelError(NicError):
@@ -58,6 +61,31 @@ class Labels:
     values: dict[str, list]  # task name → labels (class index, value, or (time, event))
     not_in_store: list[str]  # in the table, not complete in the store: reported, not used
     not_in_table: list[str]  # complete in the store, no row in the table
+    split: list[str] | None = None  # the table's split column, if any
+    fold: list[int] | None = None  # the table's fold column, if any
+
+    def targets(self, ids: list[str], scaling: dict[str, tuple[float, float]]) -> dict[str, np.ndarray]:
+        """Task → targets of ``ids``: class index, value scaled by ``scaling`` (mean, std), or
+        (time, event) rows; NaN where a label is missing."""
+        position = {s: i for i, s in enumerate(self.slide_ids)}
+        out = {}
+        for task in self.tasks:
+            values = np.array([self.values[task.name][position[s]] for s in ids], float)
+            if task.type == "regression":
+                mean, std = scaling[task.name]
+                values = (values - mean) / std
+            out[task.name] = values
+        return out
+
+    def scaling(self, ids: list[str]) -> dict[str, tuple[float, float]]:
+        """(mean, std) of each regression target over ``ids``: heads learn standardised values."""
+        out = {}
+        for task in self.tasks:
+            if task.type == "regression":
+                values = self.targets(ids, {task.name: (0.0, 1.0)})[task.name]
+                std = float(np.nanstd(values))
+                out[task.name] = (float(np.nanmean(values)), std if std > 0 else 1.0)
+        return out
 
 
 def read_table(path: str) -> pa.Table:
@@ -90,7 +118,29 @@ def load_labels(path: str, tasks: list[Task], complete_slides: list[str]) -> Lab
     return Labels(
         slide_ids=[str(r["slide_id"]) for r in used], tasks=checked, values=values,
         not_in_store=sorted(set(ids) - complete), not_in_table=sorted(complete - set(ids)),
+        split=_split_column(path, used), fold=_fold_column(path, used),
     )
+
+
+def _split_column(path: str, rows: list[dict]) -> list[str] | None:
+    if "split" not in rows[0]:
+        return None
+    split = [{"validation": "val"}.get(str(r["split"]), str(r["split"])) for r in rows]
+    bad = sorted({s for s in split if s not in SPLITS})
+    if bad:
+        raise LabelError(f"{path}: split values must be train, val or test, not {', '.join(map(repr, bad))}")
+    if "train" not in split:
+        raise LabelError(f"{path}: the split column puts no slide in train")
+    return split
+
+
+def _fold_column(path: str, rows: list[dict]) -> list[int] | None:
+    if "fold" not in rows[0]:
+        return None
+    try:
+        return [int(r["fold"]) for r in rows]
+    except (TypeError, ValueError):
+        raise LabelError(f"{path}: fold values must be integers") from None
 
 
 def _number(path: str, task: Task, row: dict, column: str) -> float:

@@ -13,6 +13,7 @@ in float32. It equals lifelines' `CoxPHFitter` log-likelihood for the same linea
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 
 def cox_loss(
@@ -58,3 +59,26 @@ def cox_loss(
         log_terms = log_terms.sum(1)
     loglik = (eta_events - log_terms)[d > 0].sum()
     return -loglik / n_events if reduction == "mean" else -loglik
+
+
+def task_loss(task_type: str, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The loss of one head: BCE (binary), cross-entropy (multiclass), MSE (regression) or Cox.
+
+    ``target`` is (N,) with NaN for a missing label, or (N, 2) time, event for survival. Slides
+    without a label are left out; a batch without any still gives a (zero) loss tied to ``output``,
+    so that every head takes part in each step of distributed training.
+
+    >>> task_loss("binary", torch.tensor([[0.0], [2.0]]), torch.tensor([1.0, float("nan")]))
+    tensor(0.6931)
+    """
+    known = ~torch.isnan(target).reshape(len(target), -1).any(dim=1)
+    if not known.any():
+        return output.sum() * 0.0
+    output, target = output[known], target[known]
+    if task_type == "survival":
+        return cox_loss(output[:, 0], target[:, 0], target[:, 1])
+    if task_type == "binary":
+        return F.binary_cross_entropy_with_logits(output[:, 0], target.reshape(-1))
+    if task_type == "multiclass":
+        return F.cross_entropy(output, target.reshape(-1).long())
+    return F.mse_loss(output[:, 0], target.reshape(-1))

@@ -1,0 +1,95 @@
+"""Metrics of a trained run on labelled slides, with bootstrap 95% intervals.
+
+A run with one model reports the slides of each of its splits (train, val, test) and any other
+labelled slide ("external"). A cross-validated run predicts each slide with the fold model that
+never saw it and reports each fold's test set and the pooled out-of-fold predictions ("all",
+the NIC paper's "All" set); slides outside every fold are predicted by the folds' average.
+
+Example::
+
+    table = evaluate("runs/brca", "brca.zarr", "labels.csv")
+    print(format_evaluation(table))
+"""
+
+from __future__ import annotations
+
+import io
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from nic_ray.compress.store import Store
+from nic_ray.dihedral import ORIENTATIONS
+from nic_ray.train.labels import load_labels
+from nic_ray.train.metrics import bootstrap_intervals, task_metrics
+from nic_ray.train.predict import check_store, model_tasks, predict_outputs
+from nic_ray.train.run_files import RunError, RunFiles
+
+
+def _subsets(run: dict, parts: list[str], labelled: list[str]) -> dict[str, dict[str, list[str]]]:
+    """Subset name → part (or "*" for the average of all parts) → slide ids it predicts."""
+    splits, known = run["splits"], set(labelled)
+    seen = {s for split in splits.values() for ids in split.values() for s in ids}
+    subsets: dict[str, dict[str, list[str]]] = {}
+    if parts == ["single"]:
+        for name, ids in splits["single"].items():
+            subsets[name] = {"single": [s for s in ids if s in known]}
+    else:
+        for part in parts:
+            subsets[f"{part} test"] = {part: [s for s in splits[part]["test"] if s in known]}
+        subsets["all (out-of-fold)"] = {p: ids[p] for ids in list(subsets.values()) for p in ids}
+    subsets["external"] = {"*": [s for s in labelled if s not in seen]}
+    return {name: by_part for name, by_part in subsets.items() if any(by_part.values())}
+
+
+def evaluate(run: str, store: str, labels: str, out: str | None = None, crops: int = 10, views: int = ORIENTATIONS,
+             resamples: int = 1000, seed: int = 0) -> pa.Table:
+    """One row per (subset, task, metric): value, 95% bootstrap interval, slides. Written to
+    ``out`` (default ``<run>/evaluation.parquet``)."""
+    files, target = RunFiles(run), Store.open(store)
+    description, parts = files.read_json("run.json"), files.parts()
+    if not parts:
+        raise RunError(f"{run}: no trained model yet; train it first")
+    models = {part: files.load_model(part) for part in parts}
+    for _, config in models.values():
+        check_store(files, config, target)
+    config = next(iter(models.values()))[1]
+    tasks = model_tasks(config)
+    table = load_labels(labels, tasks, target.complete_slides())
+    rows = []
+    for subset, by_part in _subsets(description, parts, table.slide_ids).items():
+        ids = [s for part_ids in by_part.values() for s in part_ids]
+        outputs: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
+        for part, part_ids in by_part.items():
+            used = list(models.values()) if part == "*" else [models[part]]
+            predicted = [predict_outputs(net, target, part_ids, cfg["crop_size"], crops, views) for net, cfg in used]
+            for name in outputs:
+                outputs[name].append(np.mean([p[name] for p in predicted], axis=0))
+        targets = table.targets(ids, config["scaling"])
+        for task in tasks:
+            output = np.concatenate(outputs[task.name])
+            values = task_metrics(task.type, targets[task.name], output)
+            intervals = bootstrap_intervals(task.type, targets[task.name], output, resamples, seed)
+            for metric, (low, high) in intervals.items():
+                rows.append({"subset": subset, "task": task.name, "metric": metric, "value": values[metric],
+                             "low": low, "high": high, "slides": values["n"]})
+    result = pa.Table.from_pylist(rows)
+    buffer = io.BytesIO()
+    pq.write_table(result, buffer)
+    if out is None:
+        files.write("evaluation.parquet", buffer.getvalue())
+    else:
+        with fsspec.open(out, "wb") as f:
+            f.write(buffer.getvalue())
+    return result
+
+
+def format_evaluation(table: pa.Table) -> str:
+    """The evaluation as aligned text lines."""
+    lines = [f"{'subset':22} {'task':14} {'metric':9} {'value':>7}  {'95% CI':17} {'slides':>6}"]
+    for r in table.to_pylist():
+        lines.append(f"{r['subset']:22} {r['task']:14} {r['metric']:9} {r['value']:7.3f}  "
+                     f"[{r['low']:6.3f}, {r['high']:6.3f}] {r['slides']:6d}")
+    return "\n".join(lines)

@@ -1,0 +1,130 @@
+"""Slide-level predictions: T crops at evenly spaced tissue positions × the 8 dihedral views.
+
+A view of a store with 8 orientations reads orientation o and turns the crop by o (the slide
+as if scanned turned); with 1 orientation the crop is read once and turned (a grid-level
+transform). The heads' raw outputs are averaged over all views, then mapped to predictions:
+probabilities for classes, the value for regression, the risk (log-hazard) for survival.
+
+Example::
+
+    table = predict("runs/brca", "brca.zarr")  # one row a slide
+    table.to_pandas().head()
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+
+import fsspec
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+from scipy.special import expit, softmax
+
+from nic_ray.compress.store import Store
+from nic_ray.dihedral import ORIENTATIONS, dihedral
+from nic_ray.train.crops import evenly_spaced_centres, read_crop
+from nic_ray.train.labels import Task, read_table
+from nic_ray.train.nic_cnn import NICNet
+from nic_ray.train.run_files import RunError, RunFiles
+
+
+def _views(store: Store, slide_id: str, crop_size: int, crops: int, views: int) -> Iterator[np.ndarray]:
+    """(views, C, R, R) float32 per centre."""
+    array = store.embeddings(slide_id)
+    orientations = array.shape[0]
+    for centre in evenly_spaced_centres(store.read_tissue(slide_id), crops):
+        if orientations == ORIENTATIONS:
+            yield np.stack([read_crop(array, o, centre, crop_size) for o in range(views)])
+        else:
+            crop = read_crop(array, 0, centre, crop_size)
+            yield np.stack([dihedral(crop, o, dims=(1, 2)) for o in range(views)])
+
+
+def _prefetched(items: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """``items``, the next one read in a thread while the caller computes on the current one."""
+    with ThreadPoolExecutor(1) as pool:
+        pending = pool.submit(next, items, None)
+        while (item := pending.result()) is not None:
+            pending = pool.submit(next, items, None)
+            yield item
+
+
+@torch.no_grad()
+def predict_outputs(net: NICNet, store: Store, slide_ids: list[str], crop_size: int, crops: int = 10,
+                    views: int = ORIENTATIONS, device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+    """Task name → (len(slide_ids), outputs) raw head outputs averaged over crops × views."""
+    net.eval()
+    sums = {name: np.zeros((len(slide_ids), size)) for name, size in net.config["heads"].items()}
+    for i, slide_id in enumerate(slide_ids):
+        for batch in _prefetched(_views(store, slide_id, crop_size, crops, views)):
+            out = net(torch.from_numpy(batch).to(device))
+            for name, value in out.items():
+                sums[name][i] += value.float().sum(0).cpu().numpy()
+    return {name: total / (crops * views) for name, total in sums.items()}
+
+
+def prediction_columns(tasks: list[Task], outputs: dict[str, np.ndarray], scaling: dict) -> dict[str, np.ndarray]:
+    """Columns of a prediction table: ``<task>`` (positive-class probability, value, risk) or
+    ``<task>_<class>`` (class probabilities)."""
+    columns = {}
+    for task in tasks:
+        out = outputs[task.name]
+        if task.type == "binary":
+            columns[task.name] = expit(out[:, 0])
+        elif task.type == "multiclass":
+            for c, p in zip(task.classes, softmax(out, axis=1).T):
+                columns[f"{task.name}_{c}"] = p
+        elif task.type == "regression":
+            mean, std = scaling[task.name]
+            columns[task.name] = out[:, 0] * std + mean
+        else:
+            columns[task.name] = out[:, 0]
+    return columns
+
+
+def model_tasks(config: dict) -> list[Task]:
+    return [Task(t["name"], t["type"], tuple(t["columns"]), tuple(t["classes"])) for t in config["tasks"]]
+
+
+def check_store(run: RunFiles, config: dict, store: Store) -> None:
+    if config["store"] != asdict(store.config):
+        raise RunError(f"{run.url}: trained on grids of another store configuration than {store.url} "
+                       f"({store.config.describe()}); compress the slides as the training store was")
+
+
+def predict(run: str, store: str, slides: str | None = None, out: str | None = None, crops: int = 10,
+            views: int = ORIENTATIONS) -> pa.Table:
+    """Predict every complete slide of ``store`` (or those of the ``slides`` table's ``slide_id``)
+    with the run's model; a cross-validated run averages its fold models. Writes ``out`` if given."""
+    files, target = RunFiles(run), Store.open(store)
+    models = [files.load_model(part) for part in files.parts()]
+    if not models:
+        raise RunError(f"{run}: no trained model yet; train it first")
+    for _, config in models:
+        check_store(files, config, target)
+    complete = target.complete_slides()
+    slide_ids = complete
+    if slides is not None:
+        table = read_table(slides)
+        if "slide_id" not in table.column_names:
+            raise RunError(f"{slides}: needs a slide_id column")
+        wanted = [str(s) for s in table.column("slide_id").to_pylist()]
+        missing = sorted(set(wanted) - set(complete))
+        if missing:
+            raise RunError(f"{slides}: not complete in {store}: {', '.join(missing[:5])}"
+                           + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+        slide_ids = wanted
+    config = models[0][1]
+    outputs = [predict_outputs(net, target, slide_ids, config["crop_size"], crops, views) for net, _ in models]
+    mean = {name: np.mean([o[name] for o in outputs], axis=0) for name in outputs[0]}
+    columns = prediction_columns(model_tasks(config), mean, config["scaling"])
+    result = pa.table({"slide_id": slide_ids, **columns})
+    if out is not None:
+        with fsspec.open(out, "wb") as f:
+            pq.write_table(result, f)
+    return result

@@ -1,0 +1,259 @@
+"""Training slide-level models on a store with Ray Train: one model per part (split or fold).
+
+Each part is a `TorchTrainer` run named after the part in the run directory: a checkpoint
+every epoch, `max_failures` restarts of a failed worker group from the last checkpoint, and a
+restarted command resumes where the last checkpoint left off. Adam with the NIC schedule
+(learning rate × 1/3 after ``lr_patience`` epochs without a better validation loss, down to
+``min_lr``) and early stopping after ``patience`` such epochs. The best epoch's weights become
+the part's model.
+
+Example::
+
+    result = train("brca.zarr", "labels.csv", ["grade:multiclass:grade", "os:survival:time,event"],
+                   out="runs/brca", epochs=30, workers=2)
+    result.parts["fold-0"]["val_loss"]
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import ray.train
+import ray.train.torch
+import torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from nic_ray.compress.store import Store
+from nic_ray.errors import NicError
+from nic_ray.ray_cluster import require_resources
+from nic_ray.slides.cache import is_remote
+from nic_ray.train.checkpoint import load_best, load_state, save_state
+from nic_ray.train.dataset import CropDataset, Draws, balanced_weights, make_loader
+from nic_ray.train.labels import Labels, Task, load_labels, parse_task
+from nic_ray.train.losses import task_loss
+from nic_ray.train.metrics import task_metrics
+from nic_ray.train.nic_cnn import NIC_STRIDES, NICNet
+from nic_ray.train.predict import model_tasks, predict_outputs
+from nic_ray.train.run_files import RunError, RunFiles
+from nic_ray.train.splits import plan_splits
+
+
+@dataclass
+class TrainOptions:
+    """Everything that shapes a model; a resumed run must ask for the same."""
+
+    epochs: int = 50
+    batch_size: int = 16  # across all workers
+    steps_per_epoch: int = 0  # 0: one pass over the training slides' count
+    crop_size: int = 400
+    width: int = 128
+    strides: tuple[int, ...] = NIC_STRIDES
+    dropout: float = 0.2
+    lr: float = 1e-2
+    min_lr: float = 1e-4
+    lr_patience: int = 4
+    patience: int = 10
+    weight_decay: float = 1e-5
+    grid_dihedral: bool = True
+    balance: str = ""  # the task whose classes batches balance; "": the first classification task
+    val_crops: int = 4
+    val_views: int = 1
+    folds: int = 4
+    seed: int = 0
+
+
+@dataclass
+class Resources:
+    """Where the training runs; may change when a run is resumed."""
+
+    workers: int = 1
+    gpus_per_worker: float = 0
+    cpus_per_worker: float = 1
+    loader_workers: int = 2
+    max_failures: int = 3
+
+
+@dataclass
+class TrainResult:
+    run: str
+    parts: dict[str, dict] = field(default_factory=dict)  # part → metrics of its best epoch
+    not_in_store: list[str] = field(default_factory=list)
+    not_in_table: list[str] = field(default_factory=list)
+
+
+def _split_kwargs(kwargs: dict) -> tuple[TrainOptions, Resources]:
+    names = {f.name for f in fields(TrainOptions)}, {f.name for f in fields(Resources)}
+    unknown = set(kwargs) - names[0] - names[1]
+    if unknown:
+        raise TypeError(f"unknown training options: {', '.join(sorted(unknown))}")
+    options = TrainOptions(**{k: v for k, v in kwargs.items() if k in names[0]})
+    options.strides = tuple(options.strides)
+    return options, Resources(**{k: v for k, v in kwargs.items() if k in names[1]})
+
+
+def train(store: str, labels: str, tasks: list[str | Task], out: str, **kwargs) -> TrainResult:
+    """Train on the complete slides of ``store`` labelled in ``labels``; see `TrainOptions`, `Resources`."""
+    options, resources = _split_kwargs(kwargs)
+    if options.batch_size // resources.workers < 2:
+        raise NicError(f"--batch-size {options.batch_size} gives fewer than 2 crops per worker; BatchNorm needs 2")
+    store = store if is_remote(str(store)) else os.path.abspath(store)  # workers run elsewhere
+    source = Store.open(store)
+    table = load_labels(labels, [parse_task(t) if isinstance(t, str) else t for t in tasks], source.complete_slides())
+    if options.balance and options.balance not in [t.name for t in table.tasks]:
+        raise NicError(f"--balance {options.balance}: no such task")
+    parts = plan_splits(table, options.folds, options.seed)
+    files = RunFiles(out)
+    run = {"store": str(store), "labels": str(labels), "tasks": [asdict(t) for t in table.tasks],
+           "options": asdict(options), "parts": list(parts), "splits": parts}
+    if files.exists("run.json"):
+        if _jsonable(files.read_json("run.json")) != _jsonable(run):
+            raise RunError(f"{out}: holds a run with other data or options; use another --out")
+    else:
+        files.write_json("run.json", run)
+    require_resources("training worker", {"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker})
+    result = TrainResult(str(out), not_in_store=table.not_in_store, not_in_table=table.not_in_table)
+    for part, split in parts.items():
+        if not files.exists(part, "model", "config.json"):
+            _fit(files, part, split, source, table, options, resources)
+        result.parts[part] = files.read_json(f"{part}/model/config.json")["best"]
+    return result
+
+
+def _jsonable(value):
+    return json.loads(json.dumps(value))
+
+
+def _fit(files: RunFiles, part: str, split: dict, store: Store, labels: Labels, options: TrainOptions,
+         resources: Resources) -> None:
+    scaling = labels.scaling(split["train"])
+    heads = {t.name: t.outputs for t in labels.tasks}
+    model = {"in_channels": store.config.encoder["code_size"], "heads": heads, "width": options.width,
+             "strides": list(options.strides), "dropout": options.dropout}
+    balance = options.balance or next((t.name for t in labels.tasks if t.type in ("binary", "multiclass")), "")
+    config = {
+        "store": store.url, "part": part, "model": model, "tasks": [asdict(t) for t in labels.tasks],
+        "train_ids": split["train"], "val_ids": split["val"], "options": asdict(options),
+        "train_targets": labels.targets(split["train"], scaling),
+        "val_targets": labels.targets(split["val"], scaling), "balance": balance,
+        "loader_workers": resources.loader_workers,
+    }
+    storage_path, filesystem = files.ray_storage()
+    use_gpu = resources.gpus_per_worker > 0
+    trainer = TorchTrainer(
+        train_loop, train_loop_config=config,
+        scaling_config=ScalingConfig(
+            num_workers=resources.workers, use_gpu=use_gpu,
+            resources_per_worker={"CPU": resources.cpus_per_worker} | ({"GPU": resources.gpus_per_worker} if use_gpu else {}),
+        ),
+        run_config=RunConfig(
+            name=part, storage_path=storage_path, storage_filesystem=filesystem,
+            failure_config=FailureConfig(max_failures=resources.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = trainer.fit()
+    with result.checkpoint.as_directory() as directory:
+        state, best = load_best(directory)
+    history = state["history"]
+    best_metrics = next(h for h in history if h["epoch"] == state["best_epoch"])
+    files.write_csv(f"{part}/history.csv", history)
+    files.save_model(part, best, {
+        "model": model, "tasks": config["tasks"], "scaling": scaling, "crop_size": options.crop_size,
+        "store": asdict(store.config), "trained_on": store.url, "best": best_metrics,
+    })
+
+
+def _validate(net: NICNet, config: dict, tasks: list[Task], device: torch.device) -> dict[str, float]:
+    """Validation loss and metrics, the validation slides shared out among the workers."""
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    options = config["options"]
+    ids = config["val_ids"]
+    mine = list(range(rank, len(ids), world))
+    outputs = predict_outputs(net, Store.open(config["store"]), [ids[i] for i in mine], options["crop_size"],
+                              options["val_crops"], options["val_views"], device)
+    gathered = [(mine, outputs)]
+    if world > 1:
+        gathered = [None] * world
+        torch.distributed.all_gather_object(gathered, (mine, outputs))
+    order = np.concatenate([np.array(m, int) for m, _ in gathered])
+    metrics, total = {}, 0.0
+    for task in tasks:
+        out = np.zeros((len(ids), net.config["heads"][task.name]))
+        out[order] = np.concatenate([o[task.name] for _, o in gathered])
+        target = config["val_targets"][task.name]
+        total += float(task_loss(task.type, torch.from_numpy(out), torch.tensor(target)))
+        for name, value in task_metrics(task.type, target, out).items():
+            if name != "n":
+                metrics[f"val_{task.name}_{name}"] = value
+    return {"val_loss": total, **metrics}
+
+
+def train_loop(config: dict) -> None:
+    """One Ray Train worker: train one part, reporting (and checkpointing) every epoch."""
+    options = config["options"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(options["seed"])
+    tasks = model_tasks(config)
+    net = NICNet(**config["model"])
+    model = ray.train.torch.prepare_model(net)
+    optimizer = torch.optim.Adam(net.parameters(), lr=options["lr"], weight_decay=options["weight_decay"])
+    scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
+        optimizer, factor=1 / 3, patience=options["lr_patience"], min_lr=options["min_lr"])
+    state = {"epoch": 0, "best_epoch": 0, "best_loss": math.inf, "history": [], "starts": 0}
+    best = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            state, best = load_state(directory, net, optimizer, scheduler)
+    state["starts"] += 1
+
+    per_worker = options["batch_size"] // world
+    train_ids = config["train_ids"]
+    steps = options["steps_per_epoch"] or max(1, math.ceil(len(train_ids) / options["batch_size"]))
+    balance = config["train_targets"].get(config["balance"])
+    weights = balanced_weights(balance) if balance is not None else np.full(len(train_ids), 1 / len(train_ids))
+    draws = Draws(weights, steps * per_worker, options["seed"], rank)
+    data = CropDataset(config["store"], train_ids, config["train_targets"], options["crop_size"], options["grid_dihedral"])
+    loader = make_loader(data, draws, per_worker, config["loader_workers"], pin_memory=device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
+
+    while state["epoch"] < options["epochs"] and state["epoch"] - state["best_epoch"] < options["patience"]:
+        start, waited, losses = time.perf_counter(), 0.0, []
+        draws.set_epoch(state["epoch"])
+        model.train()
+        ready = time.perf_counter()
+        for crops, targets in loader:
+            waited += time.perf_counter() - ready
+            with autocast:
+                outputs = model(crops.to(device, non_blocking=True))
+            loss = sum(task_loss(t.type, outputs[t.name].float(), targets[t.name].to(device)) for t in tasks)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+            ready = time.perf_counter()
+        train_loss = float(np.mean(losses))
+        validation = _validate(net, config, tasks, device) if config["val_ids"] else {"val_loss": train_loss}
+        scheduler.step(validation["val_loss"])
+        state["epoch"] += 1
+        if validation["val_loss"] < state["best_loss"]:
+            state["best_loss"], state["best_epoch"] = validation["val_loss"], state["epoch"]
+            best = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
+        metrics = {"epoch": state["epoch"], "train_loss": train_loss, **validation, "lr": optimizer.param_groups[0]["lr"],
+                   "seconds": time.perf_counter() - start, "loader_wait": waited / (time.perf_counter() - start),
+                   "starts": state["starts"]}
+        state["history"].append(metrics)
+        with tempfile.TemporaryDirectory() as directory:
+            if rank == 0:
+                save_state(directory, net, best, optimizer, scheduler, state)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if rank == 0 else None)
