@@ -41,8 +41,10 @@ def task_metrics(task_type: str, target: np.ndarray, output: np.ndarray) -> dict
     target, output = target[known], output[known]
     out: dict[str, float] = {}
     if task_type == "survival":
-        events = target[:, 1] == 1
-        out["c_index"] = c_index(target[:, 0], output[:, 0], target[:, 1]) if events.any() else np.nan
+        try:
+            out["c_index"] = c_index(target[:, 0], output[:, 0], target[:, 1])
+        except ZeroDivisionError:  # lifelines: no comparable pair (no events, or all tied)
+            out["c_index"] = np.nan
     elif task_type == "regression":
         constant = len(target) < 2 or np.ptp(target) == 0 or np.ptp(output[:, 0]) == 0
         out["spearman"] = np.nan if constant else float(spearmanr(target, output[:, 0]).statistic)

@@ -1,0 +1,166 @@
+"""Slide-level learning end to end on real stores: Ray Train, checkpoints, faults, predict, evaluate.
+
+The slides are NIC synthetic slides whose tilted rectangle is inked and tinted with a colour
+between haematoxylin purple (s = 0) and brown (s = 1): the binary label is s > 0.5, and survival
+times are exponential with log-hazard 5·s. Compressed with mean-RGB on 32-px patches, each slide
+is a 32×32 grid; a small NIC CNN (width 16, 4 layers) on 24-cell crops learns both.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import psutil
+import pyarrow.parquet as pq
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from nic_ray.compress import compress
+from nic_ray.slides.synthetic import write_slide
+from nic_ray.slides.synthetic_task import nic_synthetic_case
+from nic_ray.train import c_index, evaluate, predict, train
+from nic_ray.train.run_files import RunError
+
+PURPLE, BROWN = np.array([80, 40, 140]), np.array([150, 90, 30])
+SMALL_CNN = {"crop_size": 24, "strides": (2, 2, 1, 1), "width": 16, "dropout": 0.0, "lr": 3e-3, "batch_size": 16,
+             "steps_per_epoch": 10, "loader_workers": 1}
+TASKS = ["label:binary:label", "os:survival:time,event"]
+SPLIT = ["train", "train", "train", "train", "val", "test", "test"]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory, ray_session):
+    """56 slides (32 train, 8 validation, 16 test) compressed into a store; the label table."""
+    root = tmp_path_factory.mktemp("learning")
+    (root / "slides").mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["slide_id,label,time,event,split"]
+    for i in range(56):
+        s = rng.uniform()
+        stain = tuple((PURPLE * (1 - s) + BROWN * s).round().astype(int))
+        case = nic_synthetic_case(size=(1024, 1024), n_digits=120, rect_size=(384, 256), digit_px=32, seed=i,
+                                  lesion_stain=stain)
+        write_slide(root / "slides" / f"s{i:03d}.tiff", case.image, mpp=0.5, tile=256, downsamples=(1, 4))
+        death, censor = rng.exponential(np.exp(-5 * s)), rng.exponential(0.5)
+        rows.append(f"s{i:03d},{int(s > 0.5)},{min(death, censor):.5f},{int(death <= censor)},{SPLIT[i % 7]}")
+    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    assert compress([str(root / "slides")], str(root / "store.zarr"), patch_size=32, progress=False).ok
+    return root
+
+
+def csv_dicts(path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def history(run, part="single") -> list[dict]:
+    return [{k: float(v) for k, v in row.items()} for row in csv_dicts(run / part / "history.csv")]
+
+
+def test_learns_label_and_survival_on_held_out_slides(dataset, tmp_path):
+    run = tmp_path / "run"
+    result = train(dataset / "store.zarr", dataset / "labels.csv", TASKS, run, epochs=30, **SMALL_CNN)
+    assert set(result.parts) == {"single"} and result.not_in_store == [] and result.not_in_table == []
+
+    # predict: one row a slide; checked against the labels with sklearn and lifelines directly.
+    table = predict(str(run), str(dataset / "store.zarr"), out=str(tmp_path / "pred.parquet")).to_pylist()
+    assert pq.read_table(tmp_path / "pred.parquet").num_rows == 56 == len(table)
+    labels = {r["slide_id"]: r for r in csv_dicts(dataset / "labels.csv")}
+    test = [r for r in table if labels[r["slide_id"]]["split"] == "test"]
+    y = [int(labels[r["slide_id"]]["label"]) for r in test]
+    auc = roc_auc_score(y, [r["label"] for r in test])
+    cidx = c_index([float(labels[r["slide_id"]]["time"]) for r in test], [r["os"] for r in test],
+                   [int(labels[r["slide_id"]]["event"]) for r in test])
+    assert all(0 <= r["label"] <= 1 for r in table)
+    assert auc > 0.8, auc  # chance is 0.5
+    assert cidx > 0.7, cidx
+
+    # evaluate: the same numbers for the test split, with intervals around them.
+    metrics = {(r["subset"], r["task"], r["metric"]): r for r in evaluate(str(run), str(dataset / "store.zarr"),
+                                                                           str(dataset / "labels.csv"), resamples=200).to_pylist()}
+    assert metrics[("test", "label", "auc")]["value"] == pytest.approx(auc)
+    assert metrics[("test", "os", "c_index")]["value"] == pytest.approx(cidx)
+    assert metrics[("test", "os", "c_index")]["slides"] == 16
+    low, high = metrics[("test", "label", "auc")]["low"], metrics[("test", "label", "auc")]["high"]
+    assert low <= auc <= high
+    assert (run / "evaluation.parquet").exists()
+
+    # The model directory holds everything needed to use it, and nothing pickled.
+    config = json.loads((run / "single" / "model" / "config.json").read_text())
+    assert config["model"]["heads"] == {"label": 1, "os": 1} and config["crop_size"] == 24
+    assert sorted(os.listdir(run / "single" / "model")) == ["config.json", "model.safetensors"]
+    epochs = [h["epoch"] for h in history(run)]
+    assert epochs == list(range(1, len(epochs) + 1)) and config["best"]["epoch"] in epochs
+
+
+def train_workers() -> list[psutil.Process]:
+    return [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+
+
+def checkpoints(part_dir) -> list[str]:
+    return sorted(n for n in os.listdir(part_dir) if n.startswith("checkpoint_")) if part_dir.exists() else []
+
+
+def wait_for_checkpoints(part_dir, count: int, timeout: float = 180) -> None:
+    deadline = time.time() + timeout
+    while len(checkpoints(part_dir)) < count:
+        assert time.time() < deadline, "no checkpoints appeared"
+        time.sleep(0.2)
+    time.sleep(3)  # a crash right after a report can lose that checkpoint (FIELD-NOTES)
+
+
+def test_two_workers_resume_after_a_worker_is_killed(dataset, tmp_path):
+    run = tmp_path / "run"
+    done: dict = {}
+    thread = threading.Thread(target=lambda: done.update(result=train(
+        dataset / "store.zarr", dataset / "labels.csv", TASKS[:1], run, epochs=8, workers=2, max_failures=2,
+        **SMALL_CNN)))
+    thread.start()
+    wait_for_checkpoints(run / "single", 2)
+    victims = train_workers()
+    assert len(victims) == 2
+    victims[1].kill()
+    thread.join(timeout=300)
+    assert "result" in done, "training did not finish after a worker was killed"
+    rows = history(run)
+    assert [r["epoch"] for r in rows] == list(range(1, 9))  # every epoch once: resumed, not restarted
+    restarted = [r["epoch"] for r in rows if r["starts"] == 2]
+    assert restarted and restarted[0] > 1, rows
+
+
+def test_restarted_job_resumes_from_its_last_checkpoint(dataset, tmp_path, ray_session):
+    run = tmp_path / "run"
+    env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "disabled"}
+    command = [sys.executable, "-m", "nic_ray.cli", "train", "--store", str(dataset / "store.zarr"), "--labels",
+               str(dataset / "labels.csv"), "--task", TASKS[0], "--out", str(run), "--epochs", "6",
+               "--crop-size", "24", "--strides", "2", "2", "1", "1", "--width", "16", "--dropout", "0",
+               "--steps-per-epoch", "10", "--loader-workers", "1"]
+    driver = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    wait_for_checkpoints(run / "single", 2)
+    os.killpg(driver.pid, 9)
+    driver.wait()
+    assert not (run / "single" / "model").exists()
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
+    rows = history(run)
+    assert [r["epoch"] for r in rows] == list(range(1, 7))
+    assert rows[0]["starts"] == 1 and rows[-1]["starts"] == 2
+    # Run again: nothing to do, the same model.
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "best epoch" in again.stdout
+
+
+def test_other_options_on_an_existing_run_are_refused(dataset, tmp_path):
+    run = tmp_path / "run"
+    (run).mkdir()
+    (run / "run.json").write_text(json.dumps({"store": "elsewhere"}))
+    with pytest.raises(RunError, match="holds a run with other data or options; use another --out"):
+        train(dataset / "store.zarr", dataset / "labels.csv", TASKS, run, **SMALL_CNN)
