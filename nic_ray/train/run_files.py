@@ -78,7 +78,9 @@ class RunFiles:
         """(storage_path, storage_filesystem) for Ray Train's RunConfig: the run directory itself."""
         if isinstance(self.fs, fsspec.implementations.local.LocalFileSystem):
             return self.root, None
-        return self.root, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(self.fs))
+        # Its own instance without a listings cache: Ray lists checkpoints other processes just wrote.
+        fs = type(self.fs)(**self.fs.storage_options, skip_instance_cache=True, use_listings_cache=False)
+        return self.root, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
 
     def save_model(self, part: str, weights: dict[str, torch.Tensor], config: dict) -> None:
         self.write(f"{part}/model/model.safetensors", tensors_to_bytes(weights))
