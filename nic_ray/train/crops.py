@@ -40,8 +40,8 @@ def evenly_spaced_centres(tissue: np.ndarray, count: int = 10, threshold: int = 
     return cells[picks]
 
 
-def read_crop(grid, orientation: int, centre: tuple[int, int], size: int) -> np.ndarray:
-    """(C, size, size) float32 crop of ``grid`` (O, C, H, W), zero-padded off the grid.
+def read_crop(grid, orientation: int, centre: tuple[int, int], size: int, dtype=np.float32) -> np.ndarray:
+    """(C, size, size) crop of ``grid`` (O, C, H, W) as ``dtype``, zero-padded off the grid.
 
     ``grid`` is any array that slices (numpy, zarr: only the chunks the crop touches are read).
     Orientation o holds embeddings of tiles transformed by D4 element o at untransformed
@@ -49,7 +49,7 @@ def read_crop(grid, orientation: int, centre: tuple[int, int], size: int) -> np.
     """
     _, C, H, W = grid.shape
     y0, x0 = int(centre[0]) - size // 2, int(centre[1]) - size // 2
-    out = np.zeros((C, size, size), np.float32)
+    out = np.zeros((C, size, size), dtype)
     gy0, gx0, gy1, gx1 = max(y0, 0), max(x0, 0), min(y0 + size, H), min(x0 + size, W)
     if gy0 < gy1 and gx0 < gx1:
         out[:, gy0 - y0 : gy1 - y0, gx0 - x0 : gx1 - x0] = grid[orientation, :, gy0:gy1, gx0:gx1]

@@ -235,7 +235,7 @@ def train_loop(config: dict) -> None:
         for crops, targets in loader:
             waited += time.perf_counter() - ready
             with autocast:
-                outputs = model(crops.to(device, non_blocking=True))
+                outputs = model(crops.to(device, non_blocking=True).float())
             loss = sum(task_loss(t.type, outputs[t.name].float(), targets[t.name].to(device)) for t in tasks)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
