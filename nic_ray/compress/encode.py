@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from nic_ray.compress.stages import Settings, read_tiles, write_codes
+from nic_ray.cpu_memory import reuse_freed_memory
 from nic_ray.dihedral import dihedral
 from nic_ray.encoders import load_encoder
 
@@ -24,6 +25,7 @@ class EncodeBlocks:
     def __init__(self, encoder: str, encoder_kwargs: dict, settings: Settings, batch_size: int, use_gpu: bool,
                  threads: int = 1):
         torch.set_num_threads(threads)  # the CPUs this actor reserved, no more
+        reuse_freed_memory()
         self.device = torch.device("cuda" if use_gpu else "cpu")
         self.encoder = load_encoder(encoder, **encoder_kwargs).to(self.device)
         self.settings, self.batch_size, self.threads = settings, batch_size, threads

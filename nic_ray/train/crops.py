@@ -46,11 +46,15 @@ def read_crop(grid, orientation: int, centre: tuple[int, int], size: int, dtype=
     ``grid`` is any array that slices (numpy, zarr: only the chunks the crop touches are read).
     Orientation o holds embeddings of tiles transformed by D4 element o at untransformed
     positions; the crop is turned by the same element, so that its layout matches its contents.
+    The result may be a strided view: callers copy once, after any further transform.
     """
     _, C, H, W = grid.shape
     y0, x0 = int(centre[0]) - size // 2, int(centre[1]) - size // 2
-    out = np.zeros((C, size, size), dtype)
     gy0, gx0, gy1, gx1 = max(y0, 0), max(x0, 0), min(y0 + size, H), min(x0 + size, W)
-    if gy0 < gy1 and gx0 < gx1:
-        out[:, gy0 - y0 : gy1 - y0, gx0 - x0 : gx1 - x0] = grid[orientation, :, gy0:gy1, gx0:gx1]
-    return np.ascontiguousarray(dihedral(out, orientation, dims=(1, 2)))
+    if (gy0, gx0, gy1, gx1) == (y0, x0, y0 + size, x0 + size):
+        out = np.asarray(grid[orientation, :, y0 : y0 + size, x0 : x0 + size], dtype)
+    else:
+        out = np.zeros((C, size, size), dtype)
+        if gy0 < gy1 and gx0 < gx1:
+            out[:, gy0 - y0 : gy1 - y0, gx0 - x0 : gx1 - x0] = grid[orientation, :, gy0:gy1, gx0:gx1]
+    return dihedral(out, orientation, dims=(1, 2))

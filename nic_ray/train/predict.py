@@ -26,6 +26,7 @@ import torch
 from scipy.special import expit, softmax
 
 from nic_ray.compress.store import Store
+from nic_ray.cpu_memory import reuse_freed_memory
 from nic_ray.dihedral import ORIENTATIONS, dihedral
 from nic_ray.train.crops import evenly_spaced_centres, read_crop
 from nic_ray.train.labels import Task, read_table
@@ -101,6 +102,7 @@ def predict(run: str, store: str, slides: str | None = None, out: str | None = N
             views: int = ORIENTATIONS) -> pa.Table:
     """Predict every complete slide of ``store`` (or those of the ``slides`` table's ``slide_id``)
     with the run's model; a cross-validated run averages its fold models. Writes ``out`` if given."""
+    reuse_freed_memory()
     files, target = RunFiles(run), Store.open(store)
     models = [files.load_model(part) for part in files.parts()]
     if not models:

@@ -31,6 +31,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from nic_ray.compress.store import Store
+from nic_ray.cpu_memory import reuse_freed_memory
 from nic_ray.errors import NicError
 from nic_ray.ray_cluster import require_resources
 from nic_ray.slides.cache import is_remote
@@ -198,6 +199,7 @@ def _validate(net: NICNet, config: dict, tasks: list[Task], device: torch.device
 
 def train_loop(config: dict) -> None:
     """One Ray Train worker: train one part, reporting (and checkpointing) every epoch."""
+    reuse_freed_memory()
     options = config["options"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
