@@ -146,18 +146,100 @@ def _train_parser(sub) -> None:
         "balance": "task whose classes batches balance (default: the first classification task)",
         "val_crops": "crops per validation slide", "val_views": "dihedral views per validation crop",
         "folds": "cross-validation folds without a split or fold column", "seed": "seed of folds and sampling",
-        "workers": "Ray Train workers", "gpus_per_worker": "0 = CPU", "cpus_per_worker": "CPUs per worker",
-        "loader_workers": "crop-reading processes per worker", "max_failures": "worker-group restarts from the last checkpoint",
+        "loader_workers": "crop-reading processes per worker", **_RESOURCE_HELPS,
     }
-    for dataclass in (TrainOptions, Resources):
+    _option_flags(train, (TrainOptions, Resources), helps)
+    train.set_defaults(handler=_train)
+
+
+def _option_flags(parser: argparse.ArgumentParser, dataclasses: tuple, helps: dict[str, str]) -> None:
+    """A flag for each field of ``dataclasses`` (option sets of a Python function), with its default."""
+    for dataclass in dataclasses:
         for name, default in vars(dataclass()).items():
             flag = "--" + name.replace("_", "-")
             if isinstance(default, tuple):
-                train.add_argument(flag, type=int, nargs="+", default=default, help=f"{helps[name]} (default: {' '.join(map(str, default))})")
+                parser.add_argument(flag, type=int, nargs="+", default=default, help=f"{helps[name]} (default: {' '.join(map(str, default))})")
             else:
                 kind = (lambda v: bool(int(v))) if isinstance(default, bool) else type(default)
-                train.add_argument(flag, type=kind, default=default, help=f"{helps[name]} (default: {default})")
-    train.set_defaults(handler=_train)
+                parser.add_argument(flag, type=kind, default=default, help=f"{helps[name]} (default: {default})")
+
+
+_RESOURCE_HELPS = {
+    "workers": "Ray Train workers", "gpus_per_worker": "0 = CPU", "cpus_per_worker": "CPUs per worker",
+    "max_failures": "worker-group restarts from the last checkpoint",
+}
+
+
+def _train_encoder(args: argparse.Namespace) -> int:
+    from nic_ray.encoders.training import train_encoder
+
+    tasks = dict(args.task or [])
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "method", "slides", "task", "out")}
+    result = train_encoder(args.method, args.out, slides=args.slides, tasks=tasks, **options)
+    for slide, why in result.left_out.items():
+        print(f"left out {slide}: {why}")
+    last = result.history[-1]
+    shown = ", ".join(f"{k} {v:.4g}" for k, v in last.items() if "loss" in k or "accuracy" in k)
+    print(f"epoch {last['epoch']}: {shown}; {last['patches_per_s']:.0f} patches/s")
+    print(f"encoder: {result.encoder} (nic-ray compress SLIDES --store STORE --encoder {result.encoder})")
+    return 0
+
+
+def _task_source(text: str) -> tuple[str, str]:
+    name, sep, source = text.partition("=")
+    if not sep or not name or not source:
+        raise argparse.ArgumentTypeError(f"--task {text!r}: expected NAME=PATCHES (an image folder or a table)")
+    return name, source
+
+
+def _probe_encoder(args: argparse.Namespace) -> int:
+    from nic_ray.encoders.patches import load_patch_set
+    from nic_ray.encoders.probe import format_probes, probe_encoder
+
+    patches = load_patch_set(args.patches, args.mpp, args.patch_size)
+    results = [probe_encoder(e, patches, args.test_fraction, args.seed) for e in args.encoder]
+    print(format_probes(results))
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+def _encoder_parsers(sub) -> None:
+    from nic_ray.encoders.objectives import list_objectives
+    from nic_ray.encoders.training import EncoderOptions
+    from nic_ray.train.trainer import Resources
+
+    train = sub.add_parser(
+        "train-encoder", help="train a NIC encoder (VAE, contrastive, BiGAN from slides; multitask from patch sets)",
+        description="Unsupervised methods sample tissue patches from --slides (files, folders, globs, s3:// "
+        "prefixes, manifests). Multitask trains one head per --task NAME=PATCHES, an image folder (one "
+        "sub-folder a class) or a table of url, x, y, label. Run again with the same --out to resume.",
+    )
+    train.add_argument("--method", required=True, choices=list_objectives())
+    train.add_argument("--slides", nargs="+", metavar="SOURCE")
+    train.add_argument("--task", action="append", type=_task_source, metavar="NAME=PATCHES")
+    train.add_argument("--out", required=True, help="the run directory; the encoder is written to OUT/encoder")
+    helps = {
+        "code_size": "code length C", "width": "encoder filters", "epochs": "epochs",
+        "batch_size": "patches per step, all workers together", "steps_per_epoch": "multitask: 0 = a pass over the "
+        "largest task", "lr": "Adam learning rate", "augment": "augmentation strength (0 = none)",
+        "gamma": "VAE: weight of the KL term", "mpp": "µm/px of the patches", "patch_size": "patch side in px",
+        "per_slide": "patches sampled per slide", "tissue": "tissue fraction of a cell to sample it",
+        "seed": "seed of weights, sampling and augmentation", "loader_workers": "batches read ahead per worker",
+        **_RESOURCE_HELPS,
+    }
+    _option_flags(train, (EncoderOptions, Resources), helps)
+    train.set_defaults(handler=_train_encoder)
+
+    probe = sub.add_parser("probe-encoder", help="held-out accuracy of a classifier on frozen encoders' codes of a labelled patch set")
+    probe.add_argument("--encoder", nargs="+", required=True, help="names, checkpoint directories or import paths")
+    probe.add_argument("--patches", required=True, help="an image folder (one sub-folder a class) or a table of url, x, y, label")
+    probe.add_argument("--mpp", type=float, default=0.5, help="µm/px of patches read from slides (default: 0.5)")
+    probe.add_argument("--patch-size", type=int, default=128, help="(default: 128)")
+    probe.add_argument("--test-fraction", type=float, default=0.3, help="held out, stratified (default: 0.3)")
+    probe.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    probe.add_argument("--out", help="also write the results as JSON")
+    probe.set_defaults(handler=_probe_encoder)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
     status.set_defaults(handler=_status)
 
     _train_parser(sub)
+    _encoder_parsers(sub)
 
     pred = sub.add_parser("predict", help="per-slide predictions of a trained run, to Parquet")
     pred.add_argument("--run", required=True)

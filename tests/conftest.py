@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 
 import numpy as np
 import openslide
+import psutil
 import pytest
 
 from nic_ray.slides.samples import cmu_small_region
+from nic_ray.train.run_files import RunFiles
 
 
 def openslide_rgb(path, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
@@ -77,3 +80,24 @@ def ray_session(s3_endpoint):
     ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+def train_workers() -> list[psutil.Process]:
+    """The processes of Ray Train's workers (to kill one)."""
+    return [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+
+
+def checkpoints(run, part="single") -> list[str]:
+    files = RunFiles(run)
+    files.fs.invalidate_cache()
+    names = [p.rsplit("/", 1)[-1] for p in files.fs.ls(files.path(part))] if files.exists(part) else []
+    return [n for n in names if n.startswith("checkpoint_")]
+
+
+def wait_for_checkpoints(run, count: int, part: str = "single", timeout: float = 180) -> None:
+    """Wait until Ray Train has written ``count`` checkpoints of ``part`` (a run's sub-directory)."""
+    deadline = time.time() + timeout
+    while len(checkpoints(run, part)) < count:
+        assert time.time() < deadline, "no checkpoints appeared"
+        time.sleep(0.2)
+    time.sleep(3)  # a crash right after a report can lose that checkpoint (FIELD-NOTES)

@@ -15,11 +15,9 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import uuid
 
 import numpy as np
-import psutil
 import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import roc_auc_score
@@ -30,6 +28,7 @@ from nic_ray.slides.synthetic_task import nic_synthetic_case
 from nic_ray.train import c_index, evaluate, predict, train
 from nic_ray.train.predict import predict_outputs
 from nic_ray.train.run_files import RunError, RunFiles
+from tests.conftest import train_workers, wait_for_checkpoints
 
 PURPLE, BROWN = np.array([80, 40, 140]), np.array([150, 90, 30])
 SMALL_CNN = {"crop_size": 24, "strides": (2, 2, 1, 1), "width": 16, "dropout": 0.0, "lr": 3e-3, "batch_size": 16,
@@ -102,25 +101,6 @@ def test_learns_label_and_survival_on_held_out_slides(dataset, tmp_path):
     assert sorted(os.listdir(run / "single" / "model")) == ["config.json", "model.safetensors"]
     epochs = [h["epoch"] for h in history(run)]
     assert epochs == list(range(1, len(epochs) + 1)) and config["best"]["epoch"] in epochs
-
-
-def train_workers() -> list[psutil.Process]:
-    return [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
-
-
-def checkpoints(run, part="single") -> list[str]:
-    files = RunFiles(run)
-    files.fs.invalidate_cache()
-    names = [p.rsplit("/", 1)[-1] for p in files.fs.ls(files.path(part))] if files.exists(part) else []
-    return [n for n in names if n.startswith("checkpoint_")]
-
-
-def wait_for_checkpoints(run, count: int, timeout: float = 180) -> None:
-    deadline = time.time() + timeout
-    while len(checkpoints(run)) < count:
-        assert time.time() < deadline, "no checkpoints appeared"
-        time.sleep(0.2)
-    time.sleep(3)  # a crash right after a report can lose that checkpoint (FIELD-NOTES)
 
 
 def test_two_workers_resume_after_a_worker_is_killed(dataset, s3_endpoint):

@@ -78,7 +78,7 @@ def plan_slide(row: dict, settings: Settings) -> list[dict]:
     ]
 
 
-class _OpenSlides:
+class OpenSlides:
     """The few slides a reader process has open, least recently used closed first."""
 
     def __init__(self, size: int = 4):
@@ -101,7 +101,7 @@ class _OpenSlides:
             slide.close()
 
 
-_READER_SLIDES = _OpenSlides()
+_READER_SLIDES = OpenSlides()
 
 
 def read_tiles(row: dict, settings: Settings, pool: ThreadPoolExecutor, threads: int

@@ -28,6 +28,17 @@ class NICEncoder(nn.Module):
         self.project = nn.Linear(width * side * side, code_size)
 
     def forward(self, patches: torch.Tensor) -> torch.Tensor:
-        # uint8 travels to the device; conversion happens there.
-        x = patches.permute(0, 3, 1, 2).float() / 127.5 - 1
-        return self.project(self.features(x).flatten(1))
+        return self.encode(to_input(patches))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """Codes (N, C) of images (N, 3, P, P) in [-1, 1], as training objectives feed them."""
+        return self.project(self.trunk(x))
+
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The flattened features (N, width·3·3) the code is projected from."""
+        return self.features(x).flatten(1)
+
+
+def to_input(patches: torch.Tensor) -> torch.Tensor:
+    """uint8 (N, P, P, 3) → float (N, 3, P, P) in [-1, 1]; on the patches' device (uint8 travels)."""
+    return patches.permute(0, 3, 1, 2).float() / 127.5 - 1

@@ -117,3 +117,28 @@ def nic_synthetic_case(
         tint = (255 - 0.4 * (255 - lesion)).astype(np.uint8)
         image[mask] = np.minimum(image[mask], tint)
     return SyntheticCase(image, label, distractor, mask)
+
+
+def digit_patches(n: int, patch_size: int = 128, digit_px: int = 32, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` patches (n, P, P, 3) uint8 from inside rectangles of the task, and their digit class.
+
+    A patch is a lattice of digits of one class (each drawn from that class's samples) at a
+    random phase, as a patch cut from one of the task's rectangles: the labelled patch set of
+    the paper's encoder comparison (Table 1). Classes cycle 0..9.
+
+    >>> patches, labels = digit_patches(20, seed=1)
+    >>> patches.shape, labels[:12].tolist()
+    ((20, 128, 128, 3), [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 0, 1])
+    """
+    rng = np.random.default_rng(seed)
+    images, targets = _digits()
+    by_class = [np.flatnonzero(targets == c) for c in range(10)]
+    labels = np.arange(n) % 10
+    patches = np.full((n, patch_size, patch_size, 3), 255, np.uint8)
+    for patch, cls in zip(patches, labels):
+        oy, ox = rng.uniform(-digit_px / 2, digit_px / 2, size=2)
+        centres = np.arange(0, patch_size + digit_px, digit_px)
+        for cy in centres + oy:
+            for cx in centres + ox:
+                _draw(patch, images[rng.choice(by_class[cls])], cy, cx, digit_px)
+    return patches, labels

@@ -3,7 +3,7 @@
 ```
 model.safetensors      the weights after the epoch
 best.safetensors       the weights of the best epoch so far (what the run keeps in the end)
-optimizer.safetensors  Adam's moments, keyed "<param index>.<name>"
+optimizer.safetensors  Adam's moments, keyed "<param index>.<name>" (`save_optimizer`)
 state.json             epoch, history, best, optimizer param groups, LR scheduler state
 ```
 """
@@ -21,15 +21,29 @@ def _weights(module: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
+def save_optimizer(directory: str | Path, optimizer: torch.optim.Optimizer, name: str = "optimizer") -> list[dict]:
+    """Write the optimizer's moments to ``<name>.safetensors``; return its param groups (for JSON)."""
+    opt = optimizer.state_dict()
+    moments = {f"{i}.{key}": v.contiguous() for i, s in opt["state"].items() for key, v in s.items()}
+    safetensors.torch.save_file(moments, str(Path(directory) / f"{name}.safetensors"))
+    return opt["param_groups"]
+
+
+def load_optimizer(directory: str | Path, optimizer: torch.optim.Optimizer, param_groups: list[dict],
+                   name: str = "optimizer") -> None:
+    moments: dict[int, dict] = {}
+    for key, value in safetensors.torch.load_file(str(Path(directory) / f"{name}.safetensors")).items():
+        index, moment = key.split(".", 1)
+        moments.setdefault(int(index), {})[moment] = value
+    optimizer.load_state_dict({"state": moments, "param_groups": param_groups})
+
+
 def save_state(directory: str | Path, net: torch.nn.Module, best: dict[str, torch.Tensor],
                optimizer: torch.optim.Optimizer, scheduler, state: dict) -> None:
     directory = Path(directory)
-    opt = optimizer.state_dict()
-    moments = {f"{i}.{name}": v for i, s in opt["state"].items() for name, v in s.items()}
     safetensors.torch.save_file(_weights(net), str(directory / "model.safetensors"))
     safetensors.torch.save_file(best, str(directory / "best.safetensors"))
-    safetensors.torch.save_file({k: v.contiguous() for k, v in moments.items()}, str(directory / "optimizer.safetensors"))
-    state = {**state, "param_groups": opt["param_groups"], "scheduler": scheduler.state_dict()}
+    state = {**state, "param_groups": save_optimizer(directory, optimizer), "scheduler": scheduler.state_dict()}
     (directory / "state.json").write_text(json.dumps(state))
 
 
@@ -39,11 +53,7 @@ def load_state(directory: str | Path, net: torch.nn.Module, optimizer: torch.opt
     directory = Path(directory)
     state = json.loads((directory / "state.json").read_text())
     net.load_state_dict(safetensors.torch.load_file(str(directory / "model.safetensors")))
-    moments: dict[int, dict] = {}
-    for key, value in safetensors.torch.load_file(str(directory / "optimizer.safetensors")).items():
-        index, name = key.split(".", 1)
-        moments.setdefault(int(index), {})[name] = value
-    optimizer.load_state_dict({"state": moments, "param_groups": state.pop("param_groups")})
+    load_optimizer(directory, optimizer, state.pop("param_groups"))
     scheduler.load_state_dict(state.pop("scheduler"))
     return state, safetensors.torch.load_file(str(directory / "best.safetensors"))
 

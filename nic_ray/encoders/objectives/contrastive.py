@@ -1,0 +1,31 @@
+"""Contrastive Siamese training: is a pair of patches one location seen twice, or two?
+
+Pairs come from `nic_ray.encoders.patches.make_pairs`: *same* = two independently augmented
+views of one location; *different* = an adjacent location (75%) or one of another slide (25%).
+Both patches pass through the one encoder; a small classifier reads |a − b| and a · b.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from nic_ray.encoders.augment import augment
+from nic_ray.encoders.nic import to_input
+from nic_ray.encoders.objectives import Objective, register_objective
+
+
+@register_objective("contrastive")
+class Contrastive(Objective):
+    def __init__(self, encoder: nn.Module):
+        super().__init__(encoder)
+        c = encoder.code_size
+        self.classifier = nn.Sequential(nn.Linear(2 * c, c), nn.LeakyReLU(0.2), nn.Linear(c, 1))
+
+    def losses(self, group: str, batch: dict, strength: float) -> dict[str, torch.Tensor]:
+        a = self.encoder.encode(augment(to_input(batch["a"]), strength))
+        b = self.encoder.encode(augment(to_input(batch["b"]), strength))
+        logit = self.classifier(torch.cat([(a - b).abs(), a * b], dim=1)).squeeze(1)
+        same = batch["same"].float()
+        loss = nn.functional.binary_cross_entropy_with_logits(logit, same)
+        return {"loss": loss, "accuracy": ((logit > 0).float() == same).float().mean()}

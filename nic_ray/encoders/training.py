@@ -1,0 +1,284 @@
+"""Training encoders with Ray Train: VAE, contrastive, BiGAN from slides; multitask from patch sets.
+
+Patches of slides stream through Ray Data (`nic_ray.encoders.patches`: planned once, read each
+epoch, shuffled locally) into a `TorchTrainer` loop; labelled patch sets (multitask) are split
+among the workers. Gradients are averaged over workers after each group's backward pass (the
+BiGAN steps two groups a batch, which DDP's one-backward bookkeeping does not allow). A
+checkpoint every epoch (safetensors + JSON) lets Ray restart failed workers, and the same
+command again resume, where they stopped.
+
+```
+<out>/run.json            what was asked (a rerun must ask the same)
+<out>/train/              Ray Train's checkpoints
+<out>/history.csv         loss curves, one row an epoch
+<out>/report.json         method, options, classes, slides left out (with reasons), history
+<out>/encoder/            the trained encoder: nic-ray compress --encoder <out>/encoder
+```
+
+Example::
+
+    result = train_encoder("vae", "runs/vae", slides=["slides/"], epochs=20, workers=2)
+    load_encoder(result.encoder)
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field, fields
+
+import numpy as np
+import ray
+import ray.data
+import ray.train
+import ray.train.torch
+import safetensors.torch
+import torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+
+from nic_ray.compress.sources import expand_sources
+from nic_ray.cpu_memory import reuse_freed_memory
+from nic_ray.encoders.checkpoint import save_encoder
+from nic_ray.encoders.objectives import build_objective, list_objectives
+from nic_ray.encoders.patches import PatchSampling, load_patch_set, make_pairs, plan_patches, read_patches
+from nic_ray.encoders.registry import create_encoder
+from nic_ray.errors import NicError
+from nic_ray.ray_cluster import require_resources
+from nic_ray.train.checkpoint import load_optimizer, save_optimizer
+from nic_ray.train.run_files import RunError, RunFiles
+from nic_ray.train.trainer import Resources
+
+
+@dataclass
+class EncoderOptions:
+    """Everything that shapes the encoder; a resumed run must ask for the same."""
+
+    code_size: int = 128
+    width: int = 128
+    epochs: int = 20
+    batch_size: int = 64  # across all workers
+    steps_per_epoch: int = 0  # multitask; 0: one pass over the largest task
+    lr: float = 2e-4
+    augment: float = 1.0  # strength: 0 none, 1 the paper's ranges
+    gamma: float = 1.0  # VAE: weight of the KL term
+    mpp: float = 0.5
+    patch_size: int = 128
+    per_slide: int = 256
+    tissue: float = 0.5  # a cell's tissue fraction to sample it
+    seed: int = 0
+
+
+@dataclass
+class EncoderResult:
+    run: str
+    encoder: str  # the checkpoint directory
+    history: list[dict] = field(default_factory=list)
+    left_out: dict[str, str] = field(default_factory=dict)  # slide → why
+
+
+def _split_kwargs(kwargs: dict) -> tuple[EncoderOptions, Resources]:
+    names = {f.name for f in fields(EncoderOptions)}, {f.name for f in fields(Resources)}
+    unknown = set(kwargs) - names[0] - names[1]
+    if unknown:
+        raise TypeError(f"unknown encoder training options: {', '.join(sorted(unknown))}")
+    return (EncoderOptions(**{k: v for k, v in kwargs.items() if k in names[0]}),
+            Resources(**{k: v for k, v in kwargs.items() if k in names[1]}))
+
+
+def train_encoder(method: str, out: str, slides: list[str] | None = None, tasks: dict[str, str] | None = None,
+                  **kwargs) -> EncoderResult:
+    """Train a NIC encoder by ``method`` (vae, contrastive, bigan from ``slides``; multitask from
+    ``tasks``, name → labelled patch set) into ``<out>/encoder``; see `EncoderOptions`, `Resources`."""
+    options, resources = _split_kwargs(kwargs)
+    if method not in list_objectives():
+        raise NicError(f"unknown --method {method!r}: expected one of {', '.join(list_objectives())}")
+    if (method == "multitask") != bool(tasks) or (method != "multitask") != bool(slides):
+        raise NicError("--method multitask trains on --task NAME=PATCHES; the others on --slides")
+    if "://" in str(out):
+        raise NicError(f"{out}: encoder runs are written to a local (or mounted shared) directory")
+    if options.batch_size // resources.workers < 2 * max(1, len(tasks or {})):
+        raise NicError(f"--batch-size {options.batch_size}: fewer than 2 patches per task and worker; BatchNorm needs 2")
+    out = os.path.abspath(out)
+    files = RunFiles(out)
+    run = {"method": method, "slides": slides, "tasks": tasks, "options": asdict(options)}
+    if files.exists("run.json"):
+        if files.read_json("run.json") != json.loads(json.dumps(run)):
+            raise RunError(f"{out}: holds an encoder run with other data or options; use another --out")
+    else:
+        files.write_json("run.json", run)
+    require_resources("training worker", {"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker})
+    if not files.exists("encoder", "config.json"):
+        datasets, data, left_out = _datasets(method, slides, tasks, options)
+        history = _fit(files, method, data, datasets, options, resources)
+        files.write_csv("history.csv", history)
+        files.write_json("report.json", {"method": method, "options": asdict(options), "left_out": left_out,
+                                         **data, "history": history})
+    report = files.read_json("report.json")
+    return EncoderResult(out, files.path("encoder"), report["history"], report["left_out"])
+
+
+def _datasets(method: str, slides: list[str] | None, tasks: dict[str, str] | None, options: EncoderOptions
+              ) -> tuple[dict[str, ray.data.Dataset], dict, dict[str, str]]:
+    """(Ray datasets, what the loop needs to know of them, slides left out with reasons)."""
+    if method == "multitask":
+        sets = {name: load_patch_set(source, options.mpp, options.patch_size) for name, source in tasks.items()}
+        datasets = {name: ray.data.from_items([{"patch": p, "label": int(y)} for p, y in zip(s.patches, s.labels)])
+                    for name, s in sets.items()}
+        return datasets, {"classes": {name: s.classes for name, s in sets.items()},
+                          "sizes": {name: len(s.labels) for name, s in sets.items()}}, {}
+    sampling = PatchSampling(options.mpp, options.patch_size, options.per_slide, options.tissue, options.seed)
+    sources = expand_sources(slides)
+    items = [{"slide": i, "url": s.url, "mpp": math.nan if s.mpp is None else s.mpp} for i, s in enumerate(sources)]
+    planned = ray.data.from_items(items, override_num_blocks=min(len(items), 64)).flat_map(
+        plan_patches, fn_kwargs={"sampling": sampling}).take_all()
+    left_out = {sources[r["slide"]].slide_id: r["error"] for r in planned if r["error"]}
+    rows = [r for r in planned if not r["error"]]
+    if not rows:
+        raise NicError(f"no patches to train on: every slide was left out ({'; '.join(left_out.values())})")
+    # Round-robin over slides: every block, and so every shuffled batch, mixes slides.
+    seen: dict[int, int] = defaultdict(int)
+    for r in rows:
+        r["order"], seen[r["slide"]] = seen[r["slide"]], seen[r["slide"]] + 1
+    rows.sort(key=lambda r: (r["order"], r["slide"]))
+    patches = ray.data.from_items(rows).map_batches(read_patches, fn_kwargs={"sampling": sampling}, batch_size=64)
+    return {"patches": patches}, {"patches": len(rows), "slides": len(sources) - len(left_out)}, left_out
+
+
+def _fit(files: RunFiles, method: str, data: dict, datasets: dict, options: EncoderOptions,
+         resources: Resources) -> list[dict]:
+    config = {"method": method, "options": asdict(options), "data": data, "prefetch": resources.loader_workers}
+    use_gpu = resources.gpus_per_worker > 0
+    storage_path, filesystem = files.ray_storage()
+    trainer = TorchTrainer(
+        encoder_train_loop, train_loop_config=config, datasets=datasets,
+        scaling_config=ScalingConfig(
+            num_workers=resources.workers, use_gpu=use_gpu,
+            resources_per_worker={"CPU": resources.cpus_per_worker} | ({"GPU": resources.gpus_per_worker} if use_gpu else {}),
+        ),
+        run_config=RunConfig(
+            name="train", storage_path=storage_path, storage_filesystem=filesystem,
+            failure_config=FailureConfig(max_failures=resources.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=2),
+        ),
+    )
+    result = trainer.fit()
+    objective = _objective(config)
+    with result.checkpoint.as_directory() as directory:
+        objective.load_state_dict(safetensors.torch.load_file(os.path.join(directory, "objective.safetensors")))
+        history = json.loads(open(os.path.join(directory, "state.json")).read())["history"]
+    save_encoder(objective.encoder, files.path("encoder"))
+    return history
+
+
+def _objective(config: dict):
+    options = config["options"]
+    encoder = create_encoder("nic", seed=options["seed"], code_size=options["code_size"], width=options["width"],
+                             patch_size=options["patch_size"], mpp=options["mpp"])
+    extra = ({"tasks": {name: len(c) for name, c in config["data"]["classes"].items()}} if config["method"] == "multitask"
+             else {"gamma": options["gamma"]} if config["method"] == "vae" else {})
+    return build_objective(config["method"], encoder, **extra)
+
+
+def _average_gradients(parameters: list[torch.nn.Parameter], world: int) -> None:
+    grads = [p.grad for p in parameters if p.grad is not None]
+    if world == 1 or not grads:
+        return
+    flat = torch.cat([g.flatten() for g in grads])
+    torch.distributed.all_reduce(flat)
+    flat /= world
+    for g, part in zip(grads, flat.split([g.numel() for g in grads])):
+        g.copy_(part.view_as(g))
+
+
+def _slide_batches(config: dict, per_worker: int, rng: np.random.Generator):
+    shard = ray.train.get_dataset_shard("patches")
+    for batch in shard.iter_batches(batch_size=per_worker, batch_format="numpy", drop_last=True,
+                                    local_shuffle_buffer_size=per_worker * 8, prefetch_batches=config["prefetch"]):
+        yield make_pairs(batch, rng) if config["method"] == "contrastive" else batch
+
+
+def _task_batches(config: dict, per_worker: int, world: int, rng: np.random.Generator, tasks: dict):
+    """Batches with as many patches of every task: smaller tasks are drawn again sooner."""
+    per_task = per_worker // len(tasks)
+    steps = config["options"]["steps_per_epoch"] or math.ceil(max(config["data"]["sizes"].values()) / (per_task * world))
+    orders = {name: np.empty(0, int) for name in tasks}
+    for _ in range(steps):
+        batch = {}
+        for name, (patches, labels) in tasks.items():
+            if len(orders[name]) < per_task:
+                orders[name] = np.concatenate([orders[name], rng.permutation(len(labels))])
+            pick, orders[name] = orders[name][:per_task], orders[name][per_task:]
+            batch[name] = {"patch": patches[pick], "label": labels[pick]}
+        yield batch
+
+
+def _to_device(batch, device: torch.device):
+    if isinstance(batch, dict):
+        return {k: _to_device(v, device) for k, v in batch.items()}
+    return torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=True)
+
+
+def encoder_train_loop(config: dict) -> None:
+    """One Ray Train worker: train the objective, reporting (and checkpointing) every epoch."""
+    reuse_freed_memory()
+    options = config["options"]
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+    torch.manual_seed(options["seed"])  # the same initial weights on every worker
+    objective = _objective(config).to(device)
+    groups = objective.parameter_groups()
+    optimizers = {g: torch.optim.Adam(groups[g], lr=options["lr"], betas=objective.betas) for g in objective.groups}
+    state = {"epoch": 0, "history": [], "starts": 0}
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint:
+        with checkpoint.as_directory() as directory:
+            objective.load_state_dict(safetensors.torch.load_file(os.path.join(directory, "objective.safetensors")))
+            state = json.loads(open(os.path.join(directory, "state.json")).read())
+            for g, optimizer in optimizers.items():
+                load_optimizer(directory, optimizer, state.pop(f"param_groups_{g}"), f"optimizer-{g}")
+    state["starts"] += 1
+    per_worker = options["batch_size"] // world
+    tasks = {}
+    if config["method"] == "multitask":
+        for name in config["data"]["classes"]:
+            rows = list(ray.train.get_dataset_shard(name).iter_batches(batch_size=None, batch_format="numpy"))
+            tasks[name] = (np.concatenate([r["patch"] for r in rows]), np.concatenate([r["label"] for r in rows]))
+
+    while state["epoch"] < options["epochs"]:
+        start, sums, steps = time.perf_counter(), defaultdict(float), 0
+        # Augmentations and pairs differ per worker and epoch, and do not repeat after a restart.
+        torch.manual_seed(options["seed"] * 1_000_003 + state["epoch"] * 1009 + rank)
+        rng = np.random.default_rng([options["seed"], state["epoch"], rank])
+        batches = (_task_batches(config, per_worker, world, rng, tasks) if tasks
+                   else _slide_batches(config, per_worker, rng))
+        objective.train()
+        for batch in batches:
+            batch = _to_device(batch, device)
+            for g in objective.groups:
+                out = objective.losses(g, batch, options["augment"])
+                optimizers[g].zero_grad(set_to_none=True)
+                out["loss"].backward()
+                _average_gradients(groups[g], world)
+                optimizers[g].step()
+                for name, value in out.items():
+                    sums[name if len(objective.groups) == 1 else f"{g}_{name}"] += float(value.detach())
+            steps += 1
+        state["epoch"] += 1
+        seconds = time.perf_counter() - start
+        metrics = {"epoch": state["epoch"], **{k: v / max(steps, 1) for k, v in sums.items()}, "steps": steps,
+                   "patches_per_s": steps * options["batch_size"] / seconds, "seconds": seconds, "starts": state["starts"]}
+        state["history"].append(metrics)
+        with tempfile.TemporaryDirectory() as directory:
+            if rank == 0:
+                safetensors.torch.save_file({k: v.detach().contiguous().cpu() for k, v in objective.state_dict().items()},
+                                            os.path.join(directory, "objective.safetensors"))
+                saved = {f"param_groups_{g}": save_optimizer(directory, o, f"optimizer-{g}") for g, o in optimizers.items()}
+                with open(os.path.join(directory, "state.json"), "w") as f:
+                    json.dump({**state, **saved}, f)
+            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if rank == 0 else None)

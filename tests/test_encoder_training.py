@@ -1,0 +1,112 @@
+"""Encoder training end to end on Ray Train: from slides (VAE, contrastive, BiGAN) and patch sets
+(multitask), checkpoints, a killed worker, the encoder used by compress, and the probe."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from nic_ray.compress import Store, compress
+from nic_ray.encoders import encoder_sha256, load_encoder
+from nic_ray.encoders.patches import PatchSet
+from nic_ray.encoders.probe import probe_encoder
+from nic_ray.encoders.training import train_encoder
+from nic_ray.errors import NicError
+from nic_ray.slides.synthetic import write_slide
+from nic_ray.slides.synthetic_task import digit_patches, nic_synthetic_case
+from nic_ray.train.run_files import RunError
+from tests.conftest import openslide_rgb, train_workers, wait_for_checkpoints
+
+TINY = {"code_size": 16, "width": 16, "batch_size": 16, "per_slide": 24, "tissue": 0.05, "loader_workers": 1}
+
+
+@pytest.fixture(scope="module")
+def slides(tmp_path_factory, ray_session):
+    """Four NIC synthetic slides dense with digits, and a file that is not a slide."""
+    root = tmp_path_factory.mktemp("encoder-slides")
+    for i in range(4):
+        case = nic_synthetic_case(size=(1024, 1024), n_digits=400, digit_px=32, seed=100 + i)
+        write_slide(root / f"d{i}.tiff", case.image, mpp=0.5, tile=256, downsamples=(1, 4))
+    (root / "broken.tiff").write_bytes(b"II*\x00 truncated")
+    return root
+
+
+@pytest.mark.parametrize("method", ["vae", "contrastive", "bigan"])
+def test_methods_train_from_slides_and_compress_uses_the_encoder(method, slides, tmp_path):
+    run = tmp_path / method
+    result = train_encoder(method, str(run), slides=[str(slides)], epochs=2, **TINY)
+    assert list(result.left_out) == ["broken"] and "broken.tiff" in result.left_out["broken"]
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    assert all(np.isfinite(v) for h in result.history for k, v in h.items() if "loss" in k)
+    assert result.history[0]["steps"] == 4 * 24 // 16  # every planned patch once an epoch
+    encoder = load_encoder(result.encoder)
+    assert encoder.code_size == 16 and (run / "history.csv").exists()
+    if method != "vae":
+        return
+    # The checkpoint compresses, its identity is recorded, and codes equal the encoder run directly.
+    store = tmp_path / "store.zarr"
+    assert compress([str(slides / "d0.tiff")], str(store), encoder=result.encoder, progress=False).ok
+    opened = Store.open(store)
+    assert opened.config.encoder["sha256"] == encoder_sha256(encoder)
+    tissue = opened.read_tissue("d0")
+    y, x = np.argwhere(tissue >= 26)[0]
+    with torch.inference_mode():
+        direct = encoder(torch.from_numpy(openslide_rgb(slides / "d0.tiff", 0, x * 128, y * 128, 128, 128)[None]))
+    np.testing.assert_allclose(opened.read_embeddings("d0")[0, :, y, x], direct[0].numpy(), rtol=1e-2, atol=1e-2)
+    # Run again: nothing to do; other options on the same run are refused.
+    assert train_encoder(method, str(run), slides=[str(slides)], epochs=2, **TINY).history == result.history
+    with pytest.raises(RunError, match="other data or options"):
+        train_encoder(method, str(run), slides=[str(slides)], epochs=3, **TINY)
+
+
+def write_folder(root, patches, labels) -> str:
+    for i, (p, y) in enumerate(zip(patches, labels)):
+        (root / str(y)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(p).save(root / str(y) / f"{i}.png")
+    return str(root)
+
+
+def test_multitask_with_tasks_of_unequal_size(tmp_path, ray_session):
+    digits = write_folder(tmp_path / "digits", *digit_patches(60, seed=5))
+    patches, labels = digit_patches(20, seed=6)
+    parity = write_folder(tmp_path / "parity", patches, labels % 2)
+    result = train_encoder("multitask", str(tmp_path / "run"), tasks={"digit": digits, "parity": parity},
+                           epochs=3, **TINY)
+    first, last = result.history[0], result.history[-1]
+    assert first["steps"] == 8  # a pass over the largest task (60), 8 patches of each task a step
+    for task in ("digit", "parity"):
+        assert last[f"loss_{task}"] < first[f"loss_{task}"], task
+    with pytest.raises(NicError, match="multitask trains on --task"):
+        train_encoder("multitask", str(tmp_path / "other"), slides=[digits])
+
+
+def test_a_killed_worker_resumes_from_the_last_checkpoint(slides, tmp_path):
+    run = tmp_path / "run"
+    done: dict = {}
+    thread = threading.Thread(target=lambda: done.update(result=train_encoder(
+        "vae", str(run), slides=[str(slides)], epochs=6, workers=2, max_failures=2, **TINY)))
+    thread.start()
+    wait_for_checkpoints(run, 2, part="train")
+    victims = train_workers()
+    assert len(victims) == 2
+    victims[1].kill()
+    thread.join(timeout=300)
+    assert "result" in done, "training did not finish after a worker was killed"
+    history = done["result"].history
+    assert [h["epoch"] for h in history] == list(range(1, 7))  # every epoch once: resumed, not restarted
+    assert history[0]["starts"] == 1 and history[-1]["starts"] == 2
+
+
+def test_probe_ranks_a_supervised_encoder_above_mean_rgb_and_random(tmp_path, ray_session):
+    patches, labels = digit_patches(400, seed=7)
+    train_set = write_folder(tmp_path / "digits", *digit_patches(1000, seed=8))
+    result = train_encoder("multitask", str(tmp_path / "run"), tasks={"digit": train_set}, epochs=10, lr=2e-3,
+                           augment=0.5, **{**TINY, "code_size": 32, "width": 32, "batch_size": 32})
+    probe_set = PatchSet(patches, labels, [str(c) for c in range(10)])
+    trained = probe_encoder(result.encoder, probe_set)
+    baselines = [probe_encoder(e, probe_set) for e in ("mean-rgb", "nic")]
+    assert trained["accuracy"] > max(b["accuracy"] for b in baselines) + 0.1, (trained, baselines)
