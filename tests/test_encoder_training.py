@@ -36,9 +36,14 @@ def slides(tmp_path_factory, ray_session):
 
 
 @pytest.mark.parametrize("method", ["vae", "contrastive", "bigan"])
-def test_methods_train_from_slides_and_compress_uses_the_encoder(method, slides, tmp_path):
+def test_methods_train_from_slides_and_compress_uses_the_encoder(method, slides, tmp_path, s3_endpoint):
     run = tmp_path / method
-    result = train_encoder(method, str(run), slides=[str(slides)], epochs=2, **TINY)
+    source = str(slides)
+    if method == "contrastive":  # slides on an S3 endpoint
+        for path in slides.iterdir():
+            s3_endpoint.upload_file(str(path), "slides", f"encoder-slides/{path.name}")
+        source = "s3://slides/encoder-slides/"
+    result = train_encoder(method, str(run), slides=[source], epochs=2, **TINY)
     assert list(result.left_out) == ["broken"] and "broken.tiff" in result.left_out["broken"]
     assert [h["epoch"] for h in result.history] == [1, 2]
     assert all(np.isfinite(v) for h in result.history for k, v in h.items() if "loss" in k)

@@ -29,7 +29,7 @@ import os
 import tempfile
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import ray
@@ -42,7 +42,6 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from nic_ray.compress.sources import expand_sources
-from nic_ray.cpu_memory import reuse_freed_memory
 from nic_ray.encoders.checkpoint import save_encoder
 from nic_ray.encoders.objectives import build_objective, list_objectives
 from nic_ray.encoders.patches import PatchSampling, load_patch_set, make_pairs, plan_patches, read_patches
@@ -51,7 +50,7 @@ from nic_ray.errors import NicError
 from nic_ray.ray_cluster import require_resources
 from nic_ray.train.checkpoint import load_optimizer, save_optimizer
 from nic_ray.train.run_files import RunError, RunFiles
-from nic_ray.train.trainer import Resources
+from nic_ray.train.trainer import Resources, split_options, worker_setup
 
 
 @dataclass
@@ -81,20 +80,11 @@ class EncoderResult:
     left_out: dict[str, str] = field(default_factory=dict)  # slide → why
 
 
-def _split_kwargs(kwargs: dict) -> tuple[EncoderOptions, Resources]:
-    names = {f.name for f in fields(EncoderOptions)}, {f.name for f in fields(Resources)}
-    unknown = set(kwargs) - names[0] - names[1]
-    if unknown:
-        raise TypeError(f"unknown encoder training options: {', '.join(sorted(unknown))}")
-    return (EncoderOptions(**{k: v for k, v in kwargs.items() if k in names[0]}),
-            Resources(**{k: v for k, v in kwargs.items() if k in names[1]}))
-
-
 def train_encoder(method: str, out: str, slides: list[str] | None = None, tasks: dict[str, str] | None = None,
                   **kwargs) -> EncoderResult:
     """Train a NIC encoder by ``method`` (vae, contrastive, bigan from ``slides``; multitask from
     ``tasks``, name → labelled patch set) into ``<out>/encoder``; see `EncoderOptions`, `Resources`."""
-    options, resources = _split_kwargs(kwargs)
+    options, resources = split_options(kwargs, EncoderOptions, Resources)
     if method not in list_objectives():
         raise NicError(f"unknown --method {method!r}: expected one of {', '.join(list_objectives())}")
     if (method == "multitask") != bool(tasks) or (method != "multitask") != bool(slides):
@@ -225,11 +215,8 @@ def _to_device(batch, device: torch.device):
 
 def encoder_train_loop(config: dict) -> None:
     """One Ray Train worker: train the objective, reporting (and checkpointing) every epoch."""
-    reuse_freed_memory()
+    rank, world, device = worker_setup()
     options = config["options"]
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
     torch.manual_seed(options["seed"])  # the same initial weights on every worker
     objective = _objective(config).to(device)
     groups = objective.parameter_groups()

@@ -89,19 +89,26 @@ class TrainResult:
     not_in_table: list[str] = field(default_factory=list)
 
 
-def _split_kwargs(kwargs: dict) -> tuple[TrainOptions, Resources]:
-    names = {f.name for f in fields(TrainOptions)}, {f.name for f in fields(Resources)}
-    unknown = set(kwargs) - names[0] - names[1]
+def split_options(kwargs: dict, *dataclasses: type) -> tuple:
+    """``kwargs`` shared out among option ``dataclasses`` (each built with its share)."""
+    names = [{f.name for f in fields(d)} for d in dataclasses]
+    unknown = set(kwargs) - set().union(*names)
     if unknown:
-        raise TypeError(f"unknown training options: {', '.join(sorted(unknown))}")
-    options = TrainOptions(**{k: v for k, v in kwargs.items() if k in names[0]})
-    options.strides = tuple(options.strides)
-    return options, Resources(**{k: v for k, v in kwargs.items() if k in names[1]})
+        raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
+    return tuple(d(**{k: v for k, v in kwargs.items() if k in n}) for d, n in zip(dataclasses, names))
+
+
+def worker_setup() -> tuple[int, int, torch.device]:
+    """(rank, world size, device) of this Ray Train worker, made ready to train on its CPU too."""
+    reuse_freed_memory()
+    context = ray.train.get_context()
+    return context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device()
 
 
 def train(store: str, labels: str, tasks: list[str | Task], out: str, **kwargs) -> TrainResult:
     """Train on the complete slides of ``store`` labelled in ``labels``; see `TrainOptions`, `Resources`."""
-    options, resources = _split_kwargs(kwargs)
+    options, resources = split_options(kwargs, TrainOptions, Resources)
+    options.strides = tuple(options.strides)
     if options.batch_size // resources.workers < 2:
         raise NicError(f"--batch-size {options.batch_size} gives fewer than 2 crops per worker; BatchNorm needs 2")
     store = store if is_remote(str(store)) else os.path.abspath(store)  # workers run elsewhere
@@ -199,11 +206,8 @@ def _validate(net: NICNet, config: dict, tasks: list[Task], device: torch.device
 
 def train_loop(config: dict) -> None:
     """One Ray Train worker: train one part, reporting (and checkpointing) every epoch."""
-    reuse_freed_memory()
+    rank, world, device = worker_setup()
     options = config["options"]
-    context = ray.train.get_context()
-    rank, world = context.get_world_rank(), context.get_world_size()
-    device = ray.train.torch.get_device()
     torch.manual_seed(options["seed"])
     tasks = model_tasks(config)
     net = NICNet(**config["model"])

@@ -55,19 +55,19 @@ class BiGAN(Objective):
 
     def losses(self, group: str, batch: dict, strength: float) -> dict[str, torch.Tensor]:
         x = augment(to_input(batch["patch"]), strength)
-        code = self.encoder.encode(x)
-        z = torch.randn_like(code)
-        fake = self.generator(z)
         real_image = pooled(x)
         noise = lambda image: image + torch.randn_like(image) * INSTANCE_NOISE  # noqa: E731
         bce = nn.functional.binary_cross_entropy_with_logits
+        z = torch.randn(len(x), self.encoder.code_size, device=x.device)
         if group == "discriminator":
-            real = self.discriminator(noise(real_image), code.detach())
-            generated = self.discriminator(noise(fake.detach()), z)
+            with torch.no_grad():  # D's step: E and G are inputs, not trained
+                code, fake = self.encoder.encode(x), self.generator(z)
+            real = self.discriminator(noise(real_image), code)
+            generated = self.discriminator(noise(fake), z)
             loss = bce(real, torch.full_like(real, REAL)) + bce(generated, torch.zeros_like(generated))
             accuracy = ((real > 0).float().mean() + (generated < 0).float().mean()) / 2
             return {"loss": loss, "d_accuracy": accuracy}
-        real = self.discriminator(noise(real_image), code)
-        generated = self.discriminator(noise(fake), z)
+        real = self.discriminator(noise(real_image), self.encoder.encode(x))
+        generated = self.discriminator(noise(self.generator(z)), z)
         loss = bce(real, torch.zeros_like(real)) + bce(generated, torch.ones_like(generated))
         return {"loss": loss}

@@ -11,16 +11,20 @@ from torch import nn
 
 
 class Generator(nn.Module):
-    """code (N, C) → image (N, 3, 64, 64) in [-1, 1]: dense to 4×4, four ×2 up-convolutions."""
+    """code (N, C) → image (N, 3, 64, 64) in [-1, 1]: dense to 4×4, four ×2 up-convolutions whose
+    filters halve as the image doubles (DCGAN's shape: the decoder costs about the encoder)."""
 
     def __init__(self, code_size: int, width: int = 128):
         super().__init__()
         self.width = width
         self.dense = nn.Sequential(nn.Linear(code_size, width * 16), nn.LeakyReLU(0.2))
         layers: list[nn.Module] = []
+        channels = width
         for _ in range(3):
-            layers += [nn.ConvTranspose2d(width, width, 4, stride=2, padding=1), nn.BatchNorm2d(width), nn.LeakyReLU(0.2)]
-        layers += [nn.ConvTranspose2d(width, 3, 4, stride=2, padding=1), nn.Tanh()]
+            layers += [nn.ConvTranspose2d(channels, max(channels // 2, 8), 4, stride=2, padding=1),
+                       nn.BatchNorm2d(max(channels // 2, 8)), nn.LeakyReLU(0.2)]
+            channels = max(channels // 2, 8)
+        layers += [nn.ConvTranspose2d(channels, 3, 4, stride=2, padding=1), nn.Tanh()]
         self.up = nn.Sequential(*layers)
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:

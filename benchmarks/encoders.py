@@ -1,0 +1,140 @@
+"""Encoder training, in one run: training patches/s per method, and the probe table (NIC Table 1).
+
+  (speed)  patches/s of one training step per method at the NIC encoder's size (C = 128,
+           width 128), on in-memory batches of 128-px patches: the compute alone
+  (ray)    patches/s of `train_encoder` end to end (Ray Train, patches streamed from slides or
+           patch sets), from the probe runs below
+  (probe)  each method trains an encoder (smaller: C = 32, width 32, so that all four train here
+           in minutes) — VAE, contrastive and BiGAN on slides of the synthetic task's digit texture,
+           multitask on as many labelled digit patches — then `probe_encoder` scores it on held-out digit patches (the digit
+           class of a patch) beside mean-RGB and a randomly initialised encoder of the same
+           architecture. Goal: every trained encoder beats both; multitask is the upper reference.
+
+    ./dev bench encoders [--epochs 15] [--slides 6] [--per-slide 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import time
+
+import numpy as np
+import ray
+import torch
+from PIL import Image
+
+from nic_ray.cpu_memory import reuse_freed_memory
+from nic_ray.encoders import create_encoder
+from nic_ray.encoders.objectives import build_objective
+from nic_ray.encoders.patches import PatchSet, make_pairs
+from nic_ray.encoders.probe import format_probes, probe_encoder
+from nic_ray.encoders.training import train_encoder
+from nic_ray.slides.samples import data_dir
+from nic_ray.slides.synthetic import write_slide
+from nic_ray.slides.synthetic_task import digit_patches
+
+METHODS = ("vae", "contrastive", "bigan", "multitask")
+SMALL = {"code_size": 32, "width": 32}
+
+
+def digit_slides(count: int) -> str:
+    """``count`` 2048² slides of the synthetic task's texture at 0.5 µm/px: each 128-px cell cut
+    from inside a rectangle of digits of one random class (`digit_patches`); cached."""
+    folder = data_dir() / "bench" / "digit-mosaics"
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        path = folder / f"m{i}.tiff"
+        if not path.exists():
+            patches, _ = digit_patches(256, seed=1000 + i)
+            patches = patches[np.random.default_rng(i).permutation(256)].reshape(16, 16, 128, 128, 3)
+            image = patches.transpose(0, 2, 1, 3, 4).reshape(2048, 2048, 3)
+            write_slide(path.with_suffix(".partial.tiff"), image, mpp=0.5, tile=256, downsamples=(1, 4))
+            path.with_suffix(".partial.tiff").replace(path)
+    return str(folder / "m*.tiff")
+
+
+def step_rate(method: str, batch_size: int = 32, steps: int = 4) -> float:
+    """Patches/s of training steps of ``method`` at the NIC encoder's size, batches in memory."""
+    torch.manual_seed(0)
+    patches, labels = (torch.from_numpy(a) for a in digit_patches(batch_size, seed=1))
+    batch = {"patch": patches}
+    extra = {}
+    if method == "contrastive":
+        pairs = make_pairs({"patch": patches.numpy(), "neighbour": patches.numpy()[::-1].copy(),
+                            "slide": np.arange(batch_size) % 4}, np.random.default_rng(0))
+        batch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in pairs.items()}
+    if method == "multitask":
+        batch, extra = {"digit": {"patch": patches, "label": labels}}, {"tasks": {"digit": 10}}
+    objective = build_objective(method, create_encoder("nic"), **extra)
+    groups = objective.parameter_groups()
+    optimizers = {g: torch.optim.Adam(groups[g], lr=2e-4) for g in objective.groups}
+
+    def step() -> None:
+        for g in objective.groups:
+            loss = objective.losses(g, batch, 1.0)["loss"]
+            optimizers[g].zero_grad()
+            loss.backward()
+            optimizers[g].step()
+
+    step()  # warm-up
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    # A contrastive step encodes two patches of each pair: count patches through the encoder.
+    return steps * batch_size * (2 if method == "contrastive" else 1) / (time.perf_counter() - start)
+
+
+def digit_folder(root: str, n: int, seed: int) -> str:
+    patches, labels = digit_patches(n, seed=seed)
+    for i, (p, y) in enumerate(zip(patches, labels)):
+        os.makedirs(f"{root}/{y}", exist_ok=True)
+        Image.fromarray(p).save(f"{root}/{y}/{i}.png")
+    return root
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=15)
+    parser.add_argument("--slides", type=int, default=6)
+    parser.add_argument("--per-slide", type=int, default=200)
+    parser.add_argument("--probe-patches", type=int, default=1000)
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--augment", type=float, nargs="+", default=[0.5], help="strength per method, or one for all")
+    args = parser.parse_args()
+    reuse_freed_memory()
+    speed = {m: round(step_rate(m), 1) for m in args.methods}
+    print("training steps, NIC size (C = 128, width 128), patches/s:", json.dumps(speed), flush=True)
+
+    ray.init(include_dashboard=False, logging_level="WARNING")
+    slides = digit_slides(args.slides)
+    probe_set = PatchSet(*digit_patches(args.probe_patches, seed=7), [str(c) for c in range(10)])
+    results, ray_rate, seconds = [], {}, {}
+    with tempfile.TemporaryDirectory() as tmp:
+        n_train = args.slides * args.per_slide  # as many labelled patches as the others see from slides
+        tasks = {"digit": digit_folder(f"{tmp}/digits", n_train, seed=8)}
+        strengths = dict(zip(args.methods, args.augment * len(args.methods) if len(args.augment) == 1 else args.augment))
+        for method in args.methods:
+            start = time.perf_counter()
+            data = {"tasks": tasks} if method == "multitask" else {"slides": [slides]}
+            result = train_encoder(method, f"{tmp}/{method}", **data, epochs=args.epochs, batch_size=32,
+                                   per_slide=args.per_slide, tissue=0.1, lr=1e-3, augment=strengths[method], **SMALL)
+            seconds[method] = round(time.perf_counter() - start)
+            ray_rate[method] = round(float(np.median([h["patches_per_s"] for h in result.history])), 1)
+            results.append({**probe_encoder(result.encoder, probe_set), "encoder": method})
+            print(f"{method}: {seconds[method]} s, last epoch {result.history[-1]}", flush=True)
+    results += [probe_encoder("mean-rgb", probe_set),
+                {**probe_encoder(create_encoder("nic", seed=0, **SMALL), probe_set), "encoder": "random nic"}]
+    print(format_probes(results))
+    baseline = max(r["accuracy"] for r in results[-2:])
+    print(json.dumps({
+        "step_patches_per_s_nic_size": speed, "train_encoder_patches_per_s_small": ray_rate,
+        "train_encoder_seconds": seconds, "probe_accuracy": {r["encoder"]: round(r["accuracy"], 3) for r in results},
+        "beats_both_baselines": {r["encoder"]: r["accuracy"] > baseline for r in results[:-2]},
+    }, indent=2))
+
+
+if __name__ == "__main__":
+    main()
