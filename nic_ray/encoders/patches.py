@@ -49,7 +49,8 @@ def plan_patches(row: dict, sampling: PatchSampling) -> list[dict]:
             tissue = tissue_fraction(slide, grid)
     except NicError as e:
         return [{**base, "y": -1, "x": -1, "ny": -1, "nx": -1, "error": str(e)}]
-    cells = np.argwhere(tissue >= round(sampling.tissue * 255))
+    threshold = round(sampling.tissue * 255)
+    cells = np.argwhere(tissue >= threshold)
     if len(cells) == 0:
         return [{**base, "y": -1, "x": -1, "ny": -1, "nx": -1, "error": f"{base['url']}: no tissue at {sampling.tissue:.0%} of a cell"}]
     rng = np.random.default_rng([sampling.seed, base["slide"]])
@@ -57,7 +58,7 @@ def plan_patches(row: dict, sampling: PatchSampling) -> list[dict]:
     rows = []
     for y, x in picked:
         around = [(y + dy, x + dx) for dy, dx in _STEPS if 0 <= y + dy < tissue.shape[0] and 0 <= x + dx < tissue.shape[1]]
-        in_tissue = [c for c in around if tissue[c] >= round(sampling.tissue * 255)]
+        in_tissue = [c for c in around if tissue[c] >= threshold]
         ny, nx = (in_tissue or around)[rng.integers(len(in_tissue or around))]
         rows.append({**base, "y": int(y), "x": int(x), "ny": int(ny), "nx": int(nx)})
     return rows

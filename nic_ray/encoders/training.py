@@ -30,6 +30,7 @@ import tempfile
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import ray
@@ -160,7 +161,7 @@ def _fit(files: RunFiles, method: str, data: dict, datasets: dict, options: Enco
     objective = _objective(config)
     with result.checkpoint.as_directory() as directory:
         objective.load_state_dict(safetensors.torch.load_file(os.path.join(directory, "objective.safetensors")))
-        history = json.loads(open(os.path.join(directory, "state.json")).read())["history"]
+        history = json.loads(Path(directory, "state.json").read_text())["history"]
     save_encoder(objective.encoder, files.path("encoder"))
     return history
 
@@ -226,7 +227,7 @@ def encoder_train_loop(config: dict) -> None:
     if checkpoint:
         with checkpoint.as_directory() as directory:
             objective.load_state_dict(safetensors.torch.load_file(os.path.join(directory, "objective.safetensors")))
-            state = json.loads(open(os.path.join(directory, "state.json")).read())
+            state = json.loads(Path(directory, "state.json").read_text())
             for g, optimizer in optimizers.items():
                 load_optimizer(directory, optimizer, state.pop(f"param_groups_{g}"), f"optimizer-{g}")
     state["starts"] += 1
