@@ -69,20 +69,11 @@ def step_rate(method: str, batch_size: int = 32, steps: int = 4) -> float:
     if method == "multitask":
         batch, extra = {"digit": {"patch": patches, "label": labels}}, {"tasks": {"digit": 10}}
     objective = build_objective(method, create_encoder("nic"), **extra)
-    groups = objective.parameter_groups()
-    optimizers = {g: torch.optim.Adam(groups[g], lr=2e-4) for g in objective.groups}
-
-    def step() -> None:
-        for g in objective.groups:
-            loss = objective.losses(g, batch, 1.0)["loss"]
-            optimizers[g].zero_grad()
-            loss.backward()
-            optimizers[g].step()
-
-    step()  # warm-up
+    optimizers = objective.optimizers(lr=2e-4)
+    objective.step(batch, optimizers, 1.0)  # warm-up
     start = time.perf_counter()
     for _ in range(steps):
-        step()
+        objective.step(batch, optimizers, 1.0)
     # A contrastive step encodes two patches of each pair: count patches through the encoder.
     return steps * batch_size * (2 if method == "contrastive" else 1) / (time.perf_counter() - start)
 

@@ -28,20 +28,10 @@ def small_encoder(seed: int = 0):
 
 
 def train_steps(objective, batch: dict, steps: int) -> list[float]:
-    """Losses of the first group over ``steps`` Adam steps on one fixed batch (no augmentation)."""
+    """The figures of ``steps`` Adam steps on one fixed batch (no augmentation)."""
     torch.manual_seed(0)
-    groups = objective.parameter_groups()
-    optimizers = {g: torch.optim.Adam(groups[g], lr=2e-3, betas=objective.betas) for g in objective.groups}
-    losses = []
-    for _ in range(steps):
-        for g in objective.groups:
-            out = objective.losses(g, batch, strength=0.0)
-            optimizers[g].zero_grad()
-            out["loss"].backward()
-            optimizers[g].step()
-            if g == objective.groups[-1]:
-                losses.append({k: float(v.detach()) for k, v in out.items()})
-    return losses
+    optimizers = objective.optimizers(lr=2e-3)
+    return [objective.step(batch, optimizers, strength=0.0) for _ in range(steps)]
 
 
 @pytest.fixture(scope="module")

@@ -137,6 +137,11 @@ class Store:
     def read_tissue(self, slide_id: str) -> np.ndarray:
         return self._slide(slide_id)["tissue"][:]
 
+    def grid(self, slide_id: str) -> tuple[zarr.Array, np.ndarray]:
+        """(lazy embeddings, tissue) of a complete slide, its metadata read once: what crops need."""
+        group = self._slide(slide_id)
+        return group["embeddings"], group["tissue"][:]
+
     def to_xarray(self, slide_id: str):
         """The slide's arrays as an ``xarray.Dataset`` (lazy)."""
         import xarray

@@ -177,7 +177,7 @@ def _objective(config: dict):
 
 def _average_gradients(parameters: list[torch.nn.Parameter], world: int) -> None:
     grads = [p.grad for p in parameters if p.grad is not None]
-    if world == 1 or not grads:
+    if not grads:
         return
     flat = torch.cat([g.flatten() for g in grads])
     torch.distributed.all_reduce(flat)
@@ -220,8 +220,7 @@ def encoder_train_loop(config: dict) -> None:
     options = config["options"]
     torch.manual_seed(options["seed"])  # the same initial weights on every worker
     objective = _objective(config).to(device)
-    groups = objective.parameter_groups()
-    optimizers = {g: torch.optim.Adam(groups[g], lr=options["lr"], betas=objective.betas) for g in objective.groups}
+    optimizers = objective.optimizers(options["lr"])
     state = {"epoch": 0, "history": [], "starts": 0}
     checkpoint = ray.train.get_checkpoint()
     if checkpoint:
@@ -247,15 +246,10 @@ def encoder_train_loop(config: dict) -> None:
                    else _slide_batches(config, per_worker, rng))
         objective.train()
         for batch in batches:
-            batch = _to_device(batch, device)
-            for g in objective.groups:
-                out = objective.losses(g, batch, options["augment"])
-                optimizers[g].zero_grad(set_to_none=True)
-                out["loss"].backward()
-                _average_gradients(groups[g], world)
-                optimizers[g].step()
-                for name, value in out.items():
-                    sums[name if len(objective.groups) == 1 else f"{g}_{name}"] += float(value.detach())
+            figures = objective.step(_to_device(batch, device), optimizers, options["augment"],
+                                     sync=(lambda params: _average_gradients(params, world)) if world > 1 else None)
+            for name, value in figures.items():
+                sums[name] += value
             steps += 1
         state["epoch"] += 1
         seconds = time.perf_counter() - start

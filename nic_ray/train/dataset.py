@@ -81,8 +81,8 @@ class CropDataset(Dataset):
         if index not in self._slides:
             if len(self._slides) >= 256:
                 self._slides.pop(next(iter(self._slides)))
-            store, slide_id = self.store(), self.slide_ids[index]
-            self._slides[index] = store.embeddings(slide_id), crop_pmf(store.read_tissue(slide_id))
+            array, tissue = self.store().grid(self.slide_ids[index])
+            self._slides[index] = array, crop_pmf(tissue)
         return self._slides[index]
 
     def __len__(self) -> int:

@@ -13,19 +13,15 @@ Example::
 
 from __future__ import annotations
 
-import io
-
-import fsspec
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from nic_ray.compress.store import Store
 from nic_ray.dihedral import ORIENTATIONS
 from nic_ray.train.labels import load_labels
 from nic_ray.train.metrics import bootstrap_intervals, task_metrics
 from nic_ray.train.predict import check_store, model_tasks, predict_outputs
-from nic_ray.train.run_files import RunError, RunFiles
+from nic_ray.train.run_files import RunError, RunFiles, write_parquet
 
 
 def _subsets(run: dict, parts: list[str], labelled: list[str]) -> dict[str, dict[str, list[str]]]:
@@ -76,13 +72,7 @@ def evaluate(run: str, store: str, labels: str, out: str | None = None, crops: i
                 rows.append({"subset": subset, "task": task.name, "metric": metric, "value": values[metric],
                              "low": low, "high": high, "slides": values["n"]})
     result = pa.Table.from_pylist(rows)
-    buffer = io.BytesIO()
-    pq.write_table(result, buffer)
-    if out is None:
-        files.write("evaluation.parquet", buffer.getvalue())
-    else:
-        with fsspec.open(out, "wb") as f:
-            f.write(buffer.getvalue())
+    write_parquet(result, out or f"{files.url}/evaluation.parquet")
     return result
 
 

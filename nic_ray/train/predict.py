@@ -17,11 +17,8 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 
-import fsspec
-
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from scipy.special import expit, softmax
 
@@ -31,14 +28,14 @@ from nic_ray.dihedral import ORIENTATIONS, dihedral
 from nic_ray.train.crops import evenly_spaced_centres, read_crop
 from nic_ray.train.labels import Task, read_table
 from nic_ray.train.nic_cnn import NICNet
-from nic_ray.train.run_files import RunError, RunFiles
+from nic_ray.train.run_files import RunError, RunFiles, write_parquet
 
 
 def _views(store: Store, slide_id: str, crop_size: int, crops: int, views: int) -> Iterator[np.ndarray]:
     """(views, C, R, R) float32 per centre."""
-    array = store.embeddings(slide_id)
+    array, tissue = store.grid(slide_id)
     orientations = array.shape[0]
-    for centre in evenly_spaced_centres(store.read_tissue(slide_id), crops):
+    for centre in evenly_spaced_centres(tissue, crops):
         if orientations == ORIENTATIONS:
             yield np.stack([read_crop(array, o, centre, crop_size) for o in range(views)])
         else:
@@ -127,6 +124,5 @@ def predict(run: str, store: str, slides: str | None = None, out: str | None = N
     columns = prediction_columns(model_tasks(config), mean, config["scaling"])
     result = pa.table({"slide_id": slide_ids, **columns})
     if out is not None:
-        with fsspec.open(out, "wb") as f:
-            pq.write_table(result, f)
+        write_parquet(result, out)
     return result

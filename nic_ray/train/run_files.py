@@ -21,6 +21,7 @@ import os
 import fsspec
 import pyarrow as pa
 import pyarrow.csv
+import pyarrow.parquet
 import pyarrow.fs
 import safetensors.torch
 import torch
@@ -33,6 +34,12 @@ MODEL_FORMAT = 1
 
 class RunError(NicError):
     """A run directory that cannot be used as asked."""
+
+
+def write_parquet(table: pa.Table, url: str) -> None:
+    """``table`` to a Parquet file at ``url`` (a local path or any fsspec URL)."""
+    with fsspec.open(url, "wb") as f:
+        pyarrow.parquet.write_table(table, f)
 
 
 def tensors_to_bytes(tensors: dict[str, torch.Tensor]) -> bytes:

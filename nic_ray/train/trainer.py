@@ -178,14 +178,14 @@ def _fit(files: RunFiles, part: str, split: dict, store: Store, labels: Labels, 
     })
 
 
-def _validate(net: NICNet, config: dict, tasks: list[Task], device: torch.device) -> dict[str, float]:
+def _validate(net: NICNet, store: Store, config: dict, tasks: list[Task], device: torch.device) -> dict[str, float]:
     """Validation loss and metrics, the validation slides shared out among the workers."""
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     options = config["options"]
     ids = config["val_ids"]
     mine = list(range(rank, len(ids), world))
-    outputs = predict_outputs(net, Store.open(config["store"]), [ids[i] for i in mine], options["crop_size"],
+    outputs = predict_outputs(net, store, [ids[i] for i in mine], options["crop_size"],
                               options["val_crops"], options["val_views"], device)
     gathered = [(mine, outputs)]
     if world > 1:
@@ -229,6 +229,7 @@ def train_loop(config: dict) -> None:
     balance = config["train_targets"].get(config["balance"])
     weights = balanced_weights(balance) if balance is not None else np.full(len(train_ids), 1 / len(train_ids))
     draws = Draws(weights, steps * per_worker, options["seed"], rank)
+    store = Store.open(config["store"])  # for validation; loader workers open their own
     data = CropDataset(config["store"], train_ids, config["train_targets"], options["crop_size"], options["grid_dihedral"])
     loader = make_loader(data, draws, per_worker, config["loader_workers"], pin_memory=device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
@@ -249,7 +250,7 @@ def train_loop(config: dict) -> None:
             losses.append(loss.item())
             ready = time.perf_counter()
         train_loss = float(np.mean(losses))
-        validation = _validate(net, config, tasks, device) if config["val_ids"] else {"val_loss": train_loss}
+        validation = _validate(net, store, config, tasks, device) if config["val_ids"] else {"val_loss": train_loss}
         scheduler.step(validation["val_loss"])
         state["epoch"] += 1
         if validation["val_loss"] < state["best_loss"]:

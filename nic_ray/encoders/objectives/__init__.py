@@ -7,8 +7,9 @@ figures to report.
 
 >>> from nic_ray.encoders import create_encoder
 >>> objective = build_objective("vae", create_encoder("nic", code_size=16, width=8))
->>> objective.groups, sorted(objective.parameter_groups())
-(('model',), ['model'])
+>>> optimizers = objective.optimizers(lr=1e-3)
+>>> sorted(objective.step({"patch": torch.zeros(2, 128, 128, 3, dtype=torch.uint8)}, optimizers, strength=1.0))
+['kl', 'loss', 'reconstruction']
 """
 
 from __future__ import annotations
@@ -37,6 +38,27 @@ class Objective(nn.Module):
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
         return {"model": list(self.parameters())}
+
+    def optimizers(self, lr: float) -> dict[str, torch.optim.Optimizer]:
+        """An Adam per group."""
+        groups = self.parameter_groups()
+        return {g: torch.optim.Adam(groups[g], lr=lr, betas=self.betas) for g in self.groups}
+
+    def step(self, batch: dict, optimizers: dict[str, torch.optim.Optimizer], strength: float,
+             sync: Callable[[list[nn.Parameter]], None] | None = None) -> dict[str, float]:
+        """One training step: each group's loss, backward, ``sync`` of its gradients (averaging
+        over workers), optimiser step. Returns the figures, prefixed by group when several."""
+        groups = self.parameter_groups() if sync else {}
+        figures = {}
+        for g in self.groups:
+            out = self.losses(g, batch, strength)
+            optimizers[g].zero_grad(set_to_none=True)
+            out["loss"].backward()
+            if sync:
+                sync(groups[g])
+            optimizers[g].step()
+            figures |= {(k if len(self.groups) == 1 else f"{g}_{k}"): float(v.detach()) for k, v in out.items()}
+        return figures
 
     def losses(self, group: str, batch: dict, strength: float) -> dict[str, torch.Tensor]:
         raise NotImplementedError
