@@ -25,6 +25,7 @@ from nic_ray.compress.report import write_report
 from nic_ray.compress.sources import SlideSource, expand_sources
 from nic_ray.compress.stages import Settings, plan_slide
 from nic_ray.compress.store import Store, StoreConfig
+from nic_ray.cpu_memory import worker_runtime_env
 from nic_ray.errors import NicError
 from nic_ray.ray_cluster import require_resources
 from nic_ray.slides.cache import is_remote, source_identity
@@ -175,6 +176,7 @@ def _run_dataset(slides, target, settings, encoder, options, encoders, gpus_per_
                                    "threads": max(1, int(cpus_per_encoder))},
             compute=ray.data.ActorPoolStrategy(size=encoders),
             num_gpus=gpus_per_encoder, num_cpus=cpus_per_encoder, resources=encoder_resources,
+            runtime_env=worker_runtime_env(),
         )
     finally:
         ctx.target_max_block_size, ctx.enable_progress_bars = saved

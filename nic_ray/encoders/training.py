@@ -43,6 +43,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from nic_ray.compress.sources import expand_sources
+from nic_ray.cpu_memory import worker_runtime_env
 from nic_ray.encoders.checkpoint import save_encoder
 from nic_ray.encoders.objectives import build_objective, list_objectives
 from nic_ray.encoders.patches import PatchSampling, load_patch_set, make_pairs, plan_patches, read_patches
@@ -154,7 +155,7 @@ def _fit(files: RunFiles, method: str, data: dict, datasets: dict, options: Enco
         run_config=RunConfig(
             name="train", storage_path=storage_path, storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=resources.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            checkpoint_config=CheckpointConfig(num_to_keep=2), worker_runtime_env=worker_runtime_env(),
         ),
     )
     result = trainer.fit()

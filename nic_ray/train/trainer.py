@@ -31,7 +31,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
 from nic_ray.compress.store import Store
-from nic_ray.cpu_memory import reuse_freed_memory
+from nic_ray.cpu_memory import reuse_freed_memory, worker_runtime_env
 from nic_ray.errors import NicError
 from nic_ray.ray_cluster import require_resources
 from nic_ray.slides.cache import is_remote
@@ -163,7 +163,7 @@ def _fit(files: RunFiles, part: str, split: dict, store: Store, labels: Labels, 
         run_config=RunConfig(
             name=part, storage_path=storage_path, storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=resources.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2),
+            checkpoint_config=CheckpointConfig(num_to_keep=2), worker_runtime_env=worker_runtime_env(),
         ),
     )
     result = trainer.fit()

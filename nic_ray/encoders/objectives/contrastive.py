@@ -23,8 +23,8 @@ class Contrastive(Objective):
         self.classifier = nn.Sequential(nn.Linear(2 * c, c), nn.LeakyReLU(0.2), nn.Linear(c, 1))
 
     def losses(self, group: str, batch: dict, strength: float) -> dict[str, torch.Tensor]:
-        a = self.encoder.encode(augment(to_input(batch["a"]), strength))
-        b = self.encoder.encode(augment(to_input(batch["b"]), strength))
+        # Both views in one pass: one set of BatchNorm statistics, so that they cannot tell the views apart.
+        a, b = self.encoder.encode(augment(to_input(torch.cat([batch["a"], batch["b"]])), strength)).chunk(2)
         logit = self.classifier(torch.cat([(a - b).abs(), a * b], dim=1)).squeeze(1)
         same = batch["same"].float()
         loss = nn.functional.binary_cross_entropy_with_logits(logit, same)
