@@ -34,6 +34,7 @@ from nic_ray.compress import compress
 from nic_ray.compress.encode import EncodeBlocks
 from nic_ray.compress.stages import Settings
 from nic_ray.compress.store import CHUNK, block_origins
+from nic_ray.cpu_memory import reuse_freed_memory
 from nic_ray.encoders import load_encoder
 from nic_ray.slides import open_slide, read_cells, tile_grid, tissue_fraction
 
@@ -149,6 +150,7 @@ def main() -> None:
     parser.add_argument("--plain-limit", type=int, default=6000, help="patches the plain loop reads (it is slow)")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
+    reuse_freed_memory()  # as the encoder actors that read tiles do
 
     slides = [tissue_slide(args.size, seed) for seed in range(args.slides)]
     big = tissue_slide(args.size * 2, seed=100)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import openslide
 
+from nic_ray.cpu_memory import reuse_freed_memory
 from nic_ray.slides import open_slide, read_cells, tile_grid, tissue_fraction
 from nic_ray.slides.samples import cmu_small_region
 
@@ -75,6 +76,7 @@ def main() -> None:
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args()
     threads = os.cpu_count() or 1
+    reuse_freed_memory()  # as the encoder actors that read tiles do
     results = [bench(p, args.max_patches, threads) for p in (tissue_slide(args.size), cmu_small_region())]
     print(f"\n128-px patches/s, median of 3 ({threads} cores); fast path = tile bytes read once, decoded once")
     print(f"{'slide':28} {'patches':>7} {'tissue':>6} {'openslide 1t':>12} {'fast 1t':>9} {'ratio':>6} "
