@@ -197,7 +197,7 @@ def _probe_encoder(args: argparse.Namespace) -> int:
     from nic_ray.encoders.probe import format_probes, probe_encoder
 
     patches = load_patch_set(args.patches, args.mpp, args.patch_size)
-    results = [probe_encoder(e, patches, args.test_fraction, args.seed) for e in args.encoder]
+    results = [probe_encoder(e, patches, args.test_fraction, args.seed, args.classifier) for e in args.encoder]
     print(format_probes(results))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
@@ -238,6 +238,8 @@ def _encoder_parsers(sub) -> None:
     probe.add_argument("--patch-size", type=int, default=128, help="(default: 128)")
     probe.add_argument("--test-fraction", type=float, default=0.3, help="held out, stratified (default: 0.3)")
     probe.add_argument("--seed", type=int, default=0, help="(default: 0)")
+    probe.add_argument("--classifier", choices=("linear", "mlp"), default="linear",
+                       help="on the frozen codes: logistic regression, or an MLP of 64 hidden units (default: linear)")
     probe.add_argument("--out", help="also write the results as JSON")
     probe.set_defaults(handler=_probe_encoder)
 
