@@ -35,25 +35,22 @@ from nic_ray.encoders.probe import CLASSIFIERS, format_probes, probe_encoder
 from nic_ray.encoders.training import train_encoder
 from nic_ray.slides.samples import data_dir
 from nic_ray.slides.synthetic import write_slide
-from nic_ray.slides.synthetic_task import digit_patches
+from nic_ray.slides.synthetic_task import digit_mosaic, digit_patches
 
 METHODS = ("vae", "contrastive", "bigan", "multitask")
 SMALL = {"code_size": 32, "width": 32}
 
 
 def digit_slides(count: int) -> str:
-    """``count`` 2048² slides of the synthetic task's texture at 0.5 µm/px: each 128-px cell cut
-    from inside a rectangle of digits of one random class (`digit_patches`); cached."""
+    """``count`` 2048² slides of `digit_mosaic` at 0.5 µm/px; cached."""
     folder = data_dir() / "bench" / "digit-mosaics"
     folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
         path = folder / f"m{i}.tiff"
         if not path.exists():
-            patches, _ = digit_patches(256, seed=1000 + i)
-            patches = patches[np.random.default_rng(i).permutation(256)].reshape(16, 16, 128, 128, 3)
-            image = patches.transpose(0, 2, 1, 3, 4).reshape(2048, 2048, 3)
-            write_slide(path.with_suffix(".partial.tiff"), image, mpp=0.5, tile=256, downsamples=(1, 4))
-            path.with_suffix(".partial.tiff").replace(path)
+            partial = path.with_suffix(".partial.tiff")
+            write_slide(partial, digit_mosaic(16, seed=1000 + i), mpp=0.5, tile=256, downsamples=(1, 4))
+            partial.replace(path)
     return str(folder / "m*.tiff")
 
 

@@ -238,8 +238,8 @@ def _encoder_parsers(sub) -> None:
     probe.add_argument("--patch-size", type=int, default=128, help="(default: 128)")
     probe.add_argument("--test-fraction", type=float, default=0.3, help="held out, stratified (default: 0.3)")
     probe.add_argument("--seed", type=int, default=0, help="(default: 0)")
-    probe.add_argument("--classifier", choices=("linear", "mlp"), default="linear",
-                       help="on the frozen codes: logistic regression, or an MLP of 64 hidden units (default: linear)")
+    probe.add_argument("--classifier", choices=("mlp", "linear"), default="mlp",
+                       help="on the frozen codes: an MLP of 64 hidden units, or a logistic regression (default: mlp)")
     probe.add_argument("--out", help="also write the results as JSON")
     probe.set_defaults(handler=_probe_encoder)
 

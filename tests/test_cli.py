@@ -1,9 +1,18 @@
-"""The command line: the demo job and slide-info, end to end."""
+"""The command line: the demo job, slide-info and probe-encoder, end to end."""
 
 import json
 
+import numpy as np
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import train_test_split
+from sklearn.neural_network import MLPClassifier
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
 from nic_ray.cli import main
 from nic_ray.compress import Store
+from nic_ray.slides.synthetic_task import digit_patches
 from tests.conftest import openslide_rgb
 
 
@@ -28,3 +37,21 @@ def test_slide_info_on_the_cmu_slide(cmu_slide, capsys):
     assert info["vendor"] == "aperio" and info["fast_levels"] == [0]
     assert info["grid"]["shape"] == [24, 18] and info["grid"]["mpp"] == 0.499
     assert 0 < info["tissue_cells"] < 24 * 18
+
+
+def test_probe_encoder_scores_mean_rgb_as_sklearn_on_mean_colours(tmp_path, capsys):
+    patches, labels = digit_patches(100, seed=3)
+    for i, (p, y) in enumerate(zip(patches, labels)):
+        (tmp_path / "set" / str(y)).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(p).save(tmp_path / "set" / str(y) / f"{i:03d}.png")
+    order = np.argsort([f"{y}/{i:03d}" for i, y in enumerate(labels)], kind="stable")  # the folder's order
+    colours, truth = (patches[order].reshape(100, -1, 3).mean(1) / 255).astype(np.float32), labels[order]
+    train, test = train_test_split(np.arange(100), test_size=0.3, random_state=0, stratify=truth)
+    for name, head in (("mlp", MLPClassifier((64,), alpha=1e-2, max_iter=1000, random_state=0)),
+                       ("linear", LogisticRegression(max_iter=2000))):
+        out = tmp_path / f"{name}.json"
+        assert main(["probe-encoder", "--encoder", "mean-rgb", "--patches", str(tmp_path / "set"),
+                     "--classifier", name, "--out", str(out)]) == 0
+        assert "mean-rgb" in capsys.readouterr().out
+        expected = make_pipeline(StandardScaler(), head).fit(colours[train], truth[train]).score(colours[test], truth[test])
+        assert json.loads(out.read_text())[0]["accuracy"] == expected, name

@@ -142,3 +142,16 @@ def digit_patches(n: int, patch_size: int = 128, digit_px: int = 32, seed: int =
             for cx in centres + ox:
                 _draw(patch, images[rng.choice(by_class[cls])], cy, cx, digit_px)
     return patches, labels
+
+
+def digit_mosaic(cells: int, patch_size: int = 128, seed: int = 0) -> np.ndarray:
+    """A (cells·P, cells·P, 3) uint8 image of ``cells``² `digit_patches` side by side, in random
+    order: unlabelled slide texture on which encoders train before a probe on labelled patches.
+
+    >>> digit_mosaic(2, patch_size=64).shape
+    (128, 128, 3)
+    """
+    patches, _ = digit_patches(cells * cells, patch_size, seed=seed)
+    patches = patches[np.random.default_rng(seed).permutation(cells * cells)]
+    return patches.reshape(cells, cells, patch_size, patch_size, 3).transpose(0, 2, 1, 3, 4).reshape(
+        cells * patch_size, cells * patch_size, 3)
