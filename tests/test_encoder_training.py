@@ -129,7 +129,10 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(slides, tmp_path):
 def test_probe_ranks_a_supervised_encoder_above_mean_rgb_and_random(probe_set, baseline_accuracy, tmp_path,
                                                                      ray_session):
     train_set = write_folder(tmp_path / "digits", *digit_patches(1000, seed=8))
-    result = train_encoder("multitask", str(tmp_path / "run"), tasks={"digit": train_set}, epochs=10, **SMALL)
+    # Unaugmented: the probe's patches are drawn as the training ones are (benchmarks/encoders.py).
+    result = train_encoder("multitask", str(tmp_path / "run"), tasks={"digit": train_set}, epochs=10,
+                           **{**SMALL, "augment": 0.0})
     trained = probe_encoder(result.encoder, probe_set, classifier="mlp")
-    assert trained["accuracy"] > baseline_accuracy + 0.1, (trained, baseline_accuracy)
-    assert probe_encoder(result.encoder, probe_set)["accuracy"] > baseline_accuracy  # linear too
+    # The upper reference: well above what the unsupervised methods reach (+0.05 or more).
+    assert trained["accuracy"] > baseline_accuracy + 0.4, (trained, baseline_accuracy)
+    assert probe_encoder(result.encoder, probe_set, classifier="linear")["accuracy"] > baseline_accuracy
