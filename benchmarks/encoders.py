@@ -1,7 +1,8 @@
 """Encoder training, in one run: training patches/s per method, and the probe table (NIC Table 1).
 
   (speed)  patches/s of one training step per method at the NIC encoder's size (C = 128,
-           width 128), on in-memory batches of 128-px patches: the compute alone
+           width 128), on in-memory batches of 128-px patches: the compute alone, on the CPU
+           and on the GPU when there is one
   (ray)    patches/s of `train_encoder` end to end (Ray Train, patches streamed from slides or
            patch sets), from the probe runs below
   (probe)  each method trains an encoder (smaller: C = 32, width 32, so that all four train here
@@ -32,7 +33,7 @@ from nic_ray.encoders import create_encoder, load_encoder
 from nic_ray.encoders.objectives import build_objective
 from nic_ray.encoders.patches import PatchSet, make_pairs
 from nic_ray.encoders.probe import CLASSIFIERS, format_probes, probe_encoder
-from nic_ray.encoders.training import train_encoder
+from nic_ray.encoders.training import to_device, train_encoder
 from nic_ray.slides.samples import data_dir
 from nic_ray.slides.synthetic import write_slide
 from nic_ray.slides.synthetic_task import digit_mosaic, digit_patches
@@ -57,21 +58,21 @@ def digit_slides(count: int) -> str:
     return str(folder / "m*.tiff")
 
 
-def step_rate(method: str, batch_size: int = 32, steps: int = 4) -> float:
+def step_rate(method: str, device: str = "cpu", batch_size: int = 32, steps: int = 4) -> float:
     """Patches/s of training steps of ``method`` at the NIC encoder's size, batches in memory."""
     torch.manual_seed(0)
-    patches, labels = (torch.from_numpy(a) for a in digit_patches(batch_size, seed=1))
+    patches, labels = digit_patches(batch_size, seed=1)
     batch = {"patch": patches}
     extra = {}
     if method == "contrastive":
-        pairs = make_pairs({"patch": patches.numpy(), "neighbour": patches.numpy()[::-1].copy(),
-                            "slide": np.arange(batch_size) % 4}, np.random.default_rng(0))
-        batch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in pairs.items()}
+        batch = make_pairs({"patch": patches, "neighbour": patches[::-1].copy(), "slide": np.arange(batch_size) % 4},
+                           np.random.default_rng(0))
     if method == "multitask":
         batch, extra = {"digit": {"patch": patches, "label": labels}}, {"tasks": {"digit": 10}}
-    objective = build_objective(method, create_encoder("nic"), **extra)
+    batch = to_device(batch, torch.device(device))
+    objective = build_objective(method, create_encoder("nic"), **extra).to(device)
     optimizers = objective.optimizers(lr=2e-4)
-    objective.step(batch, optimizers, 1.0)  # warm-up
+    objective.step(batch, optimizers, 1.0)  # warm-up; figures are read back, so each step ends synchronised
     start = time.perf_counter()
     for _ in range(steps):
         objective.step(batch, optimizers, 1.0)
@@ -97,7 +98,8 @@ def main() -> None:
     parser.add_argument("--augment", type=float, help=f"strength for every method (default {AUGMENT})")
     args = parser.parse_args()
     reuse_freed_memory()
-    speed = {m: round(step_rate(m), 1) for m in args.methods}
+    devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    speed = {d: {m: round(step_rate(m, d, steps=4 if d == "cpu" else 20), 1) for m in args.methods} for d in devices}
     print("training steps, NIC size (C = 128, width 128), patches/s:", json.dumps(speed), flush=True)
 
     ray.init(include_dashboard=False, logging_level="WARNING")

@@ -209,9 +209,10 @@ def _task_batches(config: dict, per_worker: int, world: int, rng: np.random.Gene
         yield batch
 
 
-def _to_device(batch, device: torch.device):
+def to_device(batch, device: torch.device):
+    """A (nested) dict of numpy arrays as tensors on ``device``."""
     if isinstance(batch, dict):
-        return {k: _to_device(v, device) for k, v in batch.items()}
+        return {k: to_device(v, device) for k, v in batch.items()}
     return torch.from_numpy(np.ascontiguousarray(batch)).to(device, non_blocking=True)
 
 
@@ -247,7 +248,7 @@ def encoder_train_loop(config: dict) -> None:
                    else _slide_batches(config, per_worker, rng))
         objective.train()
         for batch in batches:
-            figures = objective.step(_to_device(batch, device), optimizers, options["augment"],
+            figures = objective.step(to_device(batch, device), optimizers, options["augment"],
                                      sync=(lambda params: _average_gradients(params, world)) if world > 1 else None)
             for name, value in figures.items():
                 sums[name] += value
