@@ -22,11 +22,16 @@ from functools import lru_cache
 import numpy as np
 import zarr
 import zarr.errors
+from zarr.codecs import BloscCodec
 
 from nic_ray.errors import NicError
 
 FORMAT_VERSION = 1
 CHUNK = 32  # grid cells per chunk side: a block of work is one chunk of one slide
+# Codes compress little (zstd 1.09×, lz4 1.0× on NIC codes) but training reads every chunk a
+# crop touches: lz4 still squeezes the zeros of background cells and 2 crop loaders read 12.7
+# crops/s against zstd's 9.2 (benchmarks/store_codecs.py).
+EMBEDDINGS_CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
 class StoreError(NicError):
@@ -162,6 +167,7 @@ class Store:
         group.create_array(
             "embeddings", shape=(self.config.orientations, e["code_size"], H, W), dtype="float16",
             chunks=(1, e["code_size"], CHUNK, CHUNK), fill_value=0, dimension_names=("o", "c", "y", "x"),
+            compressors=EMBEDDINGS_CODEC,
         )
         group.create_array("tissue", data=tissue, chunks=(CHUNK * 4, CHUNK * 4), dimension_names=("y", "x"))
         group.create_array("thumbnail", data=thumbnail, chunks=(512, 512, 3), dimension_names=("ty", "tx", "rgb"))
