@@ -12,7 +12,7 @@
            encoder of the same architecture, with the MLP probe and the linear one. Goal (MLP
            probe): every trained encoder beats both; multitask is the upper reference.
 
-    ./dev bench encoders [--epochs 15] [--slides 6] [--per-slide 200] [--augment S]
+    ./dev bench encoders [--epochs 15] [--slides 6] [--per-slide 200] [--augment S] [--lr 2e-3]
 """
 
 from __future__ import annotations
@@ -96,6 +96,7 @@ def main() -> None:
     parser.add_argument("--probe-patches", type=int, default=2000)
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
     parser.add_argument("--augment", type=float, help=f"strength for every method (default {AUGMENT})")
+    parser.add_argument("--lr", type=float, default=2e-3)
     args = parser.parse_args()
     reuse_freed_memory()
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
@@ -114,7 +115,7 @@ def main() -> None:
             data = {"tasks": tasks} if method == "multitask" else {"slides": [slides]}
             strength = AUGMENT[method] if args.augment is None else args.augment
             result = train_encoder(method, f"{tmp}/{method}", **data, epochs=args.epochs, batch_size=32,
-                                   per_slide=args.per_slide, tissue=0.1, lr=1e-3, augment=strength, **SMALL)
+                                   per_slide=args.per_slide, tissue=0.1, lr=args.lr, augment=strength, **SMALL)
             seconds[method] = round(time.perf_counter() - start)
             ray_rate[method] = round(float(np.median([h["patches_per_s"] for h in result.history])), 1)
             encoders[method] = load_encoder(result.encoder)  # before its folder goes
