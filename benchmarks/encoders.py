@@ -40,7 +40,7 @@ from nic_ray.slides.synthetic_task import digit_mosaic, digit_patches
 
 METHODS = ("vae", "contrastive", "bigan", "multitask")
 # The probe's patches share the training patches' distribution, so augmentation only makes the
-# supervised task harder (multitask probe 0.63 at 0.5 against 0.95 at 0); contrastive pairs need it.
+# supervised task harder (multitask probe 0.63 at 0.5 against 0.95 at 0, lr 1e-3); contrastive pairs need it.
 AUGMENT = {"vae": 0.5, "contrastive": 0.5, "bigan": 0.5, "multitask": 0.0}
 SMALL = {"code_size": 32, "width": 32}
 

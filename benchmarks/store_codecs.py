@@ -29,7 +29,7 @@ from zarr.codecs import ZstdCodec
 from nic_ray.compress.store import EMBEDDINGS_CODEC
 from nic_ray.cpu_memory import reuse_freed_memory
 from nic_ray.encoders import create_encoder
-from nic_ray.slides.synthetic_task import digit_mosaic
+from nic_ray.slides.synthetic_task import digit_patches
 from nic_ray.train.dataset import CropDataset, Draws, make_loader
 
 from train import bench_store
@@ -38,8 +38,8 @@ CODECS = {"zstd": ZstdCodec(), "lz4-shuffle": EMBEDDINGS_CODEC, "none": None}
 
 
 def nic_chunk() -> np.ndarray:
-    """(128, 32, 32) float16 codes of a 4096² digit mosaic by a random NIC encoder: one chunk."""
-    patches = digit_mosaic(32, seed=3).reshape(32, 128, 32, 128, 3).swapaxes(1, 2).reshape(-1, 128, 128, 3)
+    """(128, 32, 32) float16 codes of 32² digit patches by a random NIC encoder: one chunk."""
+    patches, _ = digit_patches(32 * 32, seed=3)
     with torch.inference_mode():
         codes = create_encoder("nic", seed=0)(torch.from_numpy(patches)).numpy()
     return codes.reshape(32, 32, 128).transpose(2, 0, 1).astype(np.float16)

@@ -23,6 +23,12 @@ from tests.conftest import openslide_rgb, train_workers, wait_for_checkpoints
 
 TINY = {"code_size": 16, "width": 16, "batch_size": 16, "per_slide": 24, "tissue": 0.05, "loader_workers": 1}
 
+# Big enough that each method learns something about digits in about a minute (benchmarks/encoders.py).
+# Margins over the baselines in 2–6 runs each: at lr 1e-3 contrastive 0.04–0.08 and BiGAN 0.09–0.15
+# (which once failed CI); at 2e-3 VAE 0.31–0.34, contrastive 0.13–0.18, BiGAN 0.11–0.25.
+SMALL = {**TINY, "code_size": 32, "width": 32, "batch_size": 32, "per_slide": 96, "tissue": 0.1, "lr": 2e-3,
+         "augment": 0.5}
+
 
 @pytest.fixture(scope="module")
 def slides(tmp_path_factory, ray_session):
@@ -44,13 +50,6 @@ def baseline_accuracy(probe_set) -> float:
     """The better MLP probe of mean-RGB and of a random encoder of the trained ones' architecture."""
     random = create_encoder("nic", seed=0, code_size=SMALL["code_size"], width=SMALL["width"])
     return max(probe_encoder(e, probe_set, classifier="mlp")["accuracy"] for e in ("mean-rgb", random))
-
-
-# Big enough that each method learns something about digits in about a minute (benchmarks/encoders.py).
-# Margins over the baselines in 2–6 runs each: at lr 1e-3 contrastive 0.04–0.08 and BiGAN 0.09–0.15
-# (which once failed CI); at 2e-3 VAE 0.31–0.34, contrastive 0.13–0.18, BiGAN 0.11–0.25.
-SMALL = {**TINY, "code_size": 32, "width": 32, "batch_size": 32, "per_slide": 96, "tissue": 0.1, "lr": 2e-3,
-         "augment": 0.5}
 
 
 @pytest.mark.parametrize("method", ["vae", "contrastive", "bigan"])

@@ -3,8 +3,8 @@ train a small classifier on the embeddings, report held-out accuracy overall and
 
 The classifier is an MLP of one hidden layer or, with ``classifier="linear"``, a logistic
 regression (the usual linear probe). Codes of unsupervised encoders hold a class without it
-being a linear function of them: on digit patches a VAE's codes scored 0.67 with the MLP and
-0.31 with the linear probe, barely above mean-RGB's 0.24 (README, "Benchmarks").
+being a linear function of them: on digit patches a VAE's codes scored 0.62 with the MLP and
+0.33 with the linear probe, barely above mean-RGB's 0.24 (README, "Benchmarks").
 
 >>> from nic_ray.slides.synthetic_task import digit_patches
 >>> patches, labels = digit_patches(60, seed=0)
