@@ -3,7 +3,7 @@
   (ratio)   raw / compressed bytes of one chunk of NIC codes (a random NIC encoder on 1,024
             patches of the synthetic task's texture) and of the training benchmark's grids
   (decode)  GB/s of reading that chunk back through zarr (from memory)
-  (loader)  crops/s of 2 DataLoader workers reading 400² crops from the training benchmark's
+  (loader)  crops/s of 2 CropLoader threads reading 400² crops from the training benchmark's
             store (`benchmarks/train.py`), rewritten with each codec; rounds alternate codecs,
             the medians are reported
 
@@ -30,7 +30,7 @@ from nic_ray.compress.store import EMBEDDINGS_CODEC
 from nic_ray.cpu_memory import reuse_freed_memory
 from nic_ray.encoders import create_encoder
 from nic_ray.slides.synthetic_task import digit_patches
-from nic_ray.train.dataset import CropDataset, Draws, make_loader
+from nic_ray.train.dataset import CropDataset, CropLoader, Draws
 
 from train import bench_store
 
@@ -62,10 +62,10 @@ def rewrite(source: str, target: Path, codec) -> int:
 
 def loader_rate(url: str, batches: int) -> float:
     ids = [f"g{i}" for i in range(6)]
-    loader = make_loader(CropDataset(url, ids, {"y": np.arange(6) % 2}, 400), Draws(np.full(6, 1 / 6), 10**6, seed=0),
-                         batch_size=8, workers=2)
+    loader = CropLoader(CropDataset(url, ids, {"y": np.arange(6) % 2}, 400), Draws(np.full(6, 1 / 6), 10**6, seed=0),
+                        batch_size=8, workers=2)
     crops = iter(loader)
-    for _ in range(3):  # workers started, read-ahead filled
+    for _ in range(3):  # read-ahead filled
         next(crops)
     start = time.perf_counter()
     for _ in range(batches):

@@ -146,7 +146,7 @@ def _train_parser(sub) -> None:
         "balance": "task whose classes batches balance (default: the first classification task)",
         "val_crops": "crops per validation slide", "val_views": "dihedral views per validation crop",
         "folds": "cross-validation folds without a split or fold column", "seed": "seed of folds and sampling",
-        "loader_workers": "crop-reading processes per worker", **_RESOURCE_HELPS,
+        "loader_workers": "crop-reading threads per worker", **_RESOURCE_HELPS,
     }
     _option_flags(train, (TrainOptions, Resources), helps)
     train.set_defaults(handler=_train)

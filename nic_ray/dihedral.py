@@ -23,3 +23,12 @@ def dihedral(x, o: int, dims: tuple[int, int]):
     if flip:
         x = np.flip(x, axis=dims[1])
     return np.rot90(x, turns, axes=dims)
+
+
+def inverse(o: int) -> int:
+    """The element that undoes ``o``: quarter turns go back, a flip then k turns is its own inverse.
+
+    >>> [inverse(o) for o in range(8)]
+    [0, 3, 2, 1, 4, 5, 6, 7]
+    """
+    return o if o >= 4 else -o % 4

@@ -10,11 +10,12 @@ from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import log_loss, roc_auc_score
 
 from nic_ray.compress import Store, compress
+from nic_ray.dihedral import dihedral
 from nic_ray.slides.synthetic import write_slide
 from nic_ray.train import bootstrap_intervals, cox_loss, load_labels, parse_task, plan_splits, task_loss, task_metrics
 from nic_ray.train.checkpoint import load_state, save_state
 from nic_ray.train.crops import crop_pmf, read_crop
-from nic_ray.train.dataset import CropDataset, Draws, balanced_weights, make_loader
+from nic_ray.train.dataset import CropDataset, CropLoader, Draws, balanced_weights
 from nic_ray.train.labels import LabelError
 from nic_ray.train.nic_cnn import NICNet
 from tests.conftest import cell_colours
@@ -69,18 +70,27 @@ def colour_store(request, tmp_path_factory, ray_session, s3_endpoint):
     return store
 
 
-def test_loader_workers_read_true_crops_from_the_store(colour_store):
+@pytest.mark.parametrize("grid_dihedral", [False, True])
+def test_loader_threads_read_true_crops_from_the_store(colour_store, grid_dihedral):
     grid = Store.open(colour_store).read_embeddings("c").astype(np.float32)
-    data = CropDataset(colour_store, ["c"], {"y": np.array([1.0])}, crop_size=4, grid_dihedral=False)
-    loader = make_loader(data, Draws(np.array([1.0]), count=12, seed=0), batch_size=4, workers=2)
+    targets = {"y": np.array([1.0]), "os": np.array([[5.0, 1.0]])}  # survival: (time, event) per slide
+    data = CropDataset(colour_store, ["c"], targets, crop_size=4, grid_dihedral=grid_dihedral)
+    loader = CropLoader(data, Draws(np.array([1.0]), count=14, seed=0), batch_size=4, workers=2)
     centres = np.argwhere(crop_pmf(Store.open(colour_store).read_tissue("c")) > 0)
     batches = list(loader)
-    assert len(batches) == 3
+    assert len(batches) == len(loader) == 3  # the last 2 draws make no full batch
+    turned = set()
     for crops, targets in batches:
-        assert crops.shape == (4, 3, 4, 4) and targets["y"].tolist() == [[1.0]] * 4
+        assert crops.shape == (4, 3, 4, 4) and crops.dtype == torch.float16
+        assert targets["y"].tolist() == [[1.0]] * 4 and targets["os"].tolist() == [[5.0, 1.0]] * 4
         for crop in crops.numpy():
-            # Each crop is the grid around a centre the pmf allows, read independently here.
-            assert any(np.array_equal(crop, read_crop(grid, 0, c, 4)) for c in centres)
+            # Each crop is the grid around a centre the pmf allows (turned by some D4 element if
+            # asked), read independently here; the cell colours are distinct, so the turn shows.
+            matches = [t for c in centres for t in range(8 if grid_dihedral else 1)
+                       if np.array_equal(crop, dihedral(read_crop(grid, 0, c, 4), t, dims=(1, 2)))]
+            assert matches
+            turned.update(matches)
+    assert len(turned) > 3 if grid_dihedral else turned == {0}
 
 
 def test_balanced_draws_even_out_classes():

@@ -24,13 +24,14 @@ import zarr
 import zarr.errors
 from zarr.codecs import BloscCodec
 
+from nic_ray.compress.grid_reader import GridReader
 from nic_ray.errors import NicError
 
 FORMAT_VERSION = 1
 CHUNK = 32  # grid cells per chunk side: a block of work is one chunk of one slide
 # Codes compress little (zstd 1.09×, lz4 1.0× on NIC codes) but training reads every chunk a
-# crop touches: lz4 still squeezes the zeros of background cells and 2 crop loaders read 12.7
-# crops/s against zstd's 9.2 (benchmarks/store_codecs.py).
+# crop touches: lz4 still squeezes the zeros of background cells and 2 loader threads read 28.2
+# crops/s against zstd's 18.6 (benchmarks/store_codecs.py).
 EMBEDDINGS_CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
@@ -82,16 +83,19 @@ class Store:
     def create_or_open(cls, url: str | os.PathLike, config: StoreConfig) -> Store:
         """The store at ``url``, created if absent; refused if it holds another configuration."""
         url = str(url)
+        attributes = {"nic": {"format_version": FORMAT_VERSION, **asdict(config)}}
         try:
-            group = zarr.open_group(store=url, mode="a")
+            # A new group is written with its attributes at once: runs that start together on
+            # one store never see it without them.
+            group = zarr.open_group(store=url, mode="a", attributes=attributes)
         except zarr.errors.ContainsArrayError:
             raise StoreError(f"{url}: holds a Zarr array, not a nic-ray store") from None
         if "nic" not in group.attrs:
             if list(group.keys()):
                 raise StoreError(f"{url}: a Zarr group that is not a nic-ray store; choose an empty location")
-            group.attrs["nic"] = {"format_version": FORMAT_VERSION, **asdict(config)}
-            group.require_group("slides")
-            group.require_group("runs")
+            group.attrs.update(attributes)
+        group.require_group("slides")
+        group.require_group("runs")
         store = cls(url, group)
         if store.config != config:
             raise StoreError(f"{url}: built with {store.config.describe()}, not {config.describe()}; use another --store")
@@ -142,10 +146,10 @@ class Store:
     def read_tissue(self, slide_id: str) -> np.ndarray:
         return self._slide(slide_id)["tissue"][:]
 
-    def grid(self, slide_id: str) -> tuple[zarr.Array, np.ndarray]:
-        """(lazy embeddings, tissue) of a complete slide, its metadata read once: what crops need."""
+    def grid(self, slide_id: str) -> tuple[GridReader, np.ndarray]:
+        """(embeddings reader, tissue) of a complete slide, its metadata read once: what crops need."""
         group = self._slide(slide_id)
-        return group["embeddings"], group["tissue"][:]
+        return GridReader(group["embeddings"]), group["tissue"][:]
 
     def to_xarray(self, slide_id: str):
         """The slide's arrays as an ``xarray.Dataset`` (lazy)."""

@@ -11,7 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
-from nic_ray.dihedral import dihedral
+from nic_ray.compress.grid_reader import GridReader
+from nic_ray.dihedral import dihedral, inverse
 
 
 def crop_pmf(tissue: np.ndarray, threshold: int = 26) -> np.ndarray:
@@ -40,21 +41,29 @@ def evenly_spaced_centres(tissue: np.ndarray, count: int = 10, threshold: int = 
     return cells[picks]
 
 
-def read_crop(grid, orientation: int, centre: tuple[int, int], size: int, dtype=np.float32) -> np.ndarray:
-    """(C, size, size) crop of ``grid`` (O, C, H, W) as ``dtype``, zero-padded off the grid.
+def read_crop(grid, orientation: int, centre: tuple[int, int], size: int, dtype=np.float32, turn: int = 0,
+              out: np.ndarray | None = None) -> np.ndarray:
+    """(C, size, size) crop of ``grid`` (O, C, H, W) as ``dtype``, zero-padded off the grid; into ``out`` if given.
 
-    ``grid`` is any array that slices (numpy, zarr: only the chunks the crop touches are read).
-    Orientation o holds embeddings of tiles transformed by D4 element o at untransformed
-    positions; the crop is turned by the same element, so that its layout matches its contents.
-    The result may be a strided view: callers copy once, after any further transform.
+    ``grid`` is a `GridReader` or any array that slices (numpy, zarr). Orientation o holds
+    embeddings of tiles transformed by D4 element o at untransformed positions; the crop is turned
+    by the same element, so that its layout matches its contents, then by the element ``turn``.
+    Cells are written once, straight to their turned place: the result is contiguous.
     """
     _, C, H, W = grid.shape
+    out = np.empty((C, size, size), dtype) if out is None else out
+    window = dihedral(dihedral(out, inverse(turn), dims=(1, 2)), inverse(orientation), dims=(1, 2))
     y0, x0 = int(centre[0]) - size // 2, int(centre[1]) - size // 2
-    gy0, gx0, gy1, gx1 = max(y0, 0), max(x0, 0), min(y0 + size, H), min(x0 + size, W)
-    if (gy0, gx0, gy1, gx1) == (y0, x0, y0 + size, x0 + size):
-        out = np.asarray(grid[orientation, :, y0 : y0 + size, x0 : x0 + size], dtype)
+    # The part of the window on the grid, in window coordinates; what lies around it is padding.
+    ya, yb = min(max(-y0, 0), size), min(max(H - y0, 0), size)
+    xa, xb = min(max(-x0, 0), size), min(max(W - x0, 0), size)
+    for padding in (window[:, :ya], window[:, yb:], window[:, ya:yb, :xa], window[:, ya:yb, xb:]):
+        padding[...] = 0
+    inside = window[:, ya:yb, xa:xb]
+    if inside.size == 0:
+        return out
+    if isinstance(grid, GridReader):
+        grid.read_into(inside, orientation, y0 + ya, x0 + xa)
     else:
-        out = np.zeros((C, size, size), dtype)
-        if gy0 < gy1 and gx0 < gx1:
-            out[:, gy0 - y0 : gy1 - y0, gx0 - x0 : gx1 - x0] = grid[orientation, :, gy0:gy1, gx0:gx1]
-    return dihedral(out, orientation, dims=(1, 2))
+        inside[...] = grid[orientation, :, y0 + ya : y0 + yb, x0 + xa : x0 + xb]
+    return out

@@ -36,7 +36,7 @@ from nic_ray.errors import NicError
 from nic_ray.ray_cluster import require_resources
 from nic_ray.slides.cache import is_remote
 from nic_ray.train.checkpoint import load_best, load_state, save_state
-from nic_ray.train.dataset import CropDataset, Draws, balanced_weights, make_loader
+from nic_ray.train.dataset import CropDataset, CropLoader, Draws, balanced_weights
 from nic_ray.train.labels import Labels, Task, load_labels, parse_task
 from nic_ray.train.losses import task_loss
 from nic_ray.train.metrics import task_metrics
@@ -229,9 +229,8 @@ def train_loop(config: dict) -> None:
     balance = config["train_targets"].get(config["balance"])
     weights = balanced_weights(balance) if balance is not None else np.full(len(train_ids), 1 / len(train_ids))
     draws = Draws(weights, steps * per_worker, options["seed"], rank)
-    store = Store.open(config["store"])  # for validation; loader workers open their own
     data = CropDataset(config["store"], train_ids, config["train_targets"], options["crop_size"], options["grid_dihedral"])
-    loader = make_loader(data, draws, per_worker, config["loader_workers"], pin_memory=device.type == "cuda")
+    loader = CropLoader(data, draws, per_worker, config["loader_workers"], pin_memory=device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
     while state["epoch"] < options["epochs"] and state["epoch"] - state["best_epoch"] < options["patience"]:
@@ -250,7 +249,7 @@ def train_loop(config: dict) -> None:
             losses.append(loss.item())
             ready = time.perf_counter()
         train_loss = float(np.mean(losses))
-        validation = _validate(net, store, config, tasks, device) if config["val_ids"] else {"val_loss": train_loss}
+        validation = _validate(net, data.store, config, tasks, device) if config["val_ids"] else {"val_loss": train_loss}
         scheduler.step(validation["val_loss"])
         state["epoch"] += 1
         if validation["val_loss"] < state["best_loss"]:
