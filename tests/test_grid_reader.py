@@ -8,7 +8,7 @@ import zarr
 from zarr.codecs import GzipCodec, ZstdCodec
 
 from nic_ray.compress.grid_reader import GridReader
-from nic_ray.compress.store import CHUNK, Store, StoreConfig, write_block
+from nic_ray.compress.store import CHUNK, EMBEDDINGS_CODEC, Store, StoreConfig, write_block
 from nic_ray.dihedral import dihedral, inverse
 from nic_ray.train.crops import read_crop
 
@@ -93,3 +93,23 @@ def test_crops_from_the_reader_equal_crops_of_the_array(store_grid):
     for o, turn, centre in itertools.product(range(2), range(8), [(0, 0), (35, 22), (69, 44), (20, 60), (-30, 5)]):
         expected = dihedral(read_crop(grid, o, centre, 24), turn, dims=(1, 2))  # the array, sliced
         np.testing.assert_array_equal(read_crop(reader, o, centre, 24, np.float16, turn, out=out), expected)
+
+
+def test_only_the_chunks_a_window_touches_are_read(tmp_path):
+    grid = random_grid(4)
+    zarr.create_array(str(tmp_path / "a.zarr"), shape=SHAPE, chunks=(1, SHAPE[1], CHUNK, CHUNK), dtype="float16",
+                      fill_value=0, compressors=EMBEDDINGS_CODEC)[:] = grid
+    files = {tuple(int(i) for i in p.relative_to(tmp_path / "a.zarr" / "c").parts): p
+             for p in (tmp_path / "a.zarr" / "c").rglob("*") if p.is_file()}
+    reader = GridReader(zarr.open_array(str(tmp_path / "a.zarr"), mode="r"))
+    for y0, x0, h, w in [(3, 3, 20, 20), (30, 30, 4, 4), (0, 10, 70, 5), (33, 0, 2, 45)]:
+        touched = {(1, 0, cy, cx) for cy in range(y0 // CHUNK, (y0 + h - 1) // CHUNK + 1)
+                   for cx in range(x0 // CHUNK, (x0 + w - 1) // CHUNK + 1)}
+        kept = {key: files[key].read_bytes() for key in files}
+        for key in files.keys() - touched:  # any read of these fails to decode
+            files[key].write_bytes(b"not a chunk")
+        out = np.empty((SHAPE[1], h, w), np.float16)
+        reader.read_into(out, 1, y0, x0)
+        np.testing.assert_array_equal(out, grid[1, :, y0 : y0 + h, x0 : x0 + w])
+        for key, data in kept.items():
+            files[key].write_bytes(data)
