@@ -16,3 +16,7 @@ class SlideError(NicError):
 
 class EncoderError(NicError):
     """An encoder name, checkpoint or import path cannot be loaded."""
+
+
+class StoreError(NicError):
+    """A store that cannot be used as asked: wrong configuration, not a store, no such slide, corrupt."""

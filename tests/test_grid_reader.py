@@ -10,6 +10,7 @@ from zarr.codecs import GzipCodec, ZstdCodec
 from nic_ray.compress.grid_reader import GridReader
 from nic_ray.compress.store import CHUNK, EMBEDDINGS_CODEC, Store, StoreConfig, write_block
 from nic_ray.dihedral import dihedral, inverse
+from nic_ray.errors import StoreError
 from nic_ray.train.crops import read_crop
 
 SHAPE = (2, 5, 70, 45)  # O, C, H, W: edge chunks on both axes
@@ -113,3 +114,6 @@ def test_only_the_chunks_a_window_touches_are_read(tmp_path):
         np.testing.assert_array_equal(out, grid[1, :, y0 : y0 + h, x0 : x0 + w])
         for key, data in kept.items():
             files[key].write_bytes(data)
+    files[(1, 0, 1, 1)].write_bytes(b"not a chunk")
+    with pytest.raises(StoreError, match=r"a.zarr: chunk \(1, 0, 1, 1\) is corrupt \(.*\); compress its slide again"):
+        reader.read_into(np.empty((SHAPE[1], 4, 4), np.float16), 1, 30, 30)

@@ -19,6 +19,8 @@ from zarr.abc.store import SupportsGetSync
 from zarr.core.buffer import Buffer
 from zarr.core.sync import sync
 
+from nic_ray.errors import StoreError
+
 
 def _copy(raw: np.ndarray, out: np.ndarray) -> None:
     out.reshape(-1).view(np.uint8)[:] = raw
@@ -72,7 +74,11 @@ class GridReader:
             if blob is None:
                 target[...] = self.array.fill_value
             else:
-                self._decode(blob.as_numpy_array(), chunk)
+                try:
+                    self._decode(blob.as_numpy_array(), chunk)
+                except (RuntimeError, ValueError) as error:
+                    raise StoreError(f"{self.array.store_path}: chunk {(orientation, 0, cy, cx)} is corrupt ({error}); "
+                                     "compress its slide again with --overwrite") from None
                 target[...] = chunk[:, ya - top : yb - top, xa - left : xb - left]
 
     def _fetch(self, chunks: list[tuple[int, ...]]) -> list[Buffer | None]:

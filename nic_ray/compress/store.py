@@ -25,7 +25,7 @@ import zarr.errors
 from zarr.codecs import BloscCodec
 
 from nic_ray.compress.grid_reader import GridReader
-from nic_ray.errors import NicError
+from nic_ray.errors import StoreError
 
 FORMAT_VERSION = 1
 CHUNK = 32  # grid cells per chunk side: a block of work is one chunk of one slide
@@ -33,10 +33,6 @@ CHUNK = 32  # grid cells per chunk side: a block of work is one chunk of one sli
 # crop touches: lz4 still squeezes the zeros of background cells and 2 loader threads read 28.2
 # crops/s against zstd's 18.6 (benchmarks/store_codecs.py).
 EMBEDDINGS_CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
-
-
-class StoreError(NicError):
-    """A store that cannot be used as asked: wrong configuration, not a store, no such slide."""
 
 
 @dataclass(frozen=True)
