@@ -23,6 +23,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from nic_ray.compress import Store, compress
+from nic_ray.errors import NicError
 from nic_ray.slides.synthetic import write_slide
 from nic_ray.slides.synthetic_task import nic_synthetic_case
 from nic_ray.train import c_index, evaluate, predict, train
@@ -152,6 +153,16 @@ def test_other_options_on_an_existing_run_are_refused(dataset, tmp_path):
     (run / "run.json").write_text(json.dumps({"store": "elsewhere"}))
     with pytest.raises(RunError, match="holds a run with other data or options; use another --out"):
         train(dataset / "store.zarr", dataset / "labels.csv", TASKS, run, **SMALL_CNN)
+
+
+@pytest.mark.parametrize("resources, message", [
+    ({"loader_workers": 0}, "--loader-workers 0: crops need at least one loader thread"),
+    ({"batch_size": 3, "workers": 2}, "--batch-size 3 gives fewer than 2 crops per worker; BatchNorm needs 2"),
+])
+def test_resources_that_cannot_train_are_refused(dataset, tmp_path, resources, message):
+    with pytest.raises(NicError, match=message):
+        train(dataset / "store.zarr", dataset / "labels.csv", TASKS, tmp_path / "run", **{**SMALL_CNN, **resources})
+    assert not (tmp_path / "run").exists()
 
 
 def test_cross_validation_pools_out_of_fold_predictions(dataset, tmp_path):

@@ -109,6 +109,8 @@ def train(store: str, labels: str, tasks: list[str | Task], out: str, **kwargs) 
     """Train on the complete slides of ``store`` labelled in ``labels``; see `TrainOptions`, `Resources`."""
     options, resources = split_options(kwargs, TrainOptions, Resources)
     options.strides = tuple(options.strides)
+    if resources.loader_workers < 1:
+        raise NicError(f"--loader-workers {resources.loader_workers}: crops need at least one loader thread")
     if options.batch_size // resources.workers < 2:
         raise NicError(f"--batch-size {options.batch_size} gives fewer than 2 crops per worker; BatchNorm needs 2")
     store = store if is_remote(str(store)) else os.path.abspath(store)  # workers run elsewhere
