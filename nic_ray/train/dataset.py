@@ -9,7 +9,7 @@ through the store's own storage (local or ``s3://``).
 Threads, not worker processes: a crop is file reads, blosc decoding and numpy copies, which all
 release the GIL, and a batch made in this process lands in memory the process reuses. From worker
 processes every batch (330 MB at 8 × 128 × 400²) came through fresh shared memory that both sides
-had to fault in: 0.11 core-seconds a crop against 0.05 here (benchmarks/train.py).
+had to fault in: 0.11 core-seconds a crop against 0.06 here (benchmarks/train.py).
 
 Example::
 
