@@ -132,13 +132,14 @@ def main() -> None:
                   f"memory {rates['memory'][-1]:.3f} steps/s", flush=True)
         store, memory = statistics.median(rates["store"]), statistics.median(rates["memory"])
         step_cpu = threads / (memory * args.batch)
-        result[f"step_threads_{threads}"] = {
+        layout = result[f"step_threads_{threads}"] = {
             "store_steps_per_s": round(store, 3), "memory_steps_per_s": round(memory, 3),
             "store_over_memory": round(store / memory, 3), "step_core_s_per_crop": round(step_cpu, 3),
-            # Where the step takes every core, the loader's CPU comes out of the step's: the store
-            # can at best reach step / (step + loader) of memory.
-            "shared_core_bound": round(step_cpu / (step_cpu + loader_cpu), 3) if threads == os.cpu_count() else None,
         }
+        if threads == os.cpu_count():
+            # The step takes every core, so the loader's CPU comes out of the step's: the store
+            # can at best reach step / (step + loader) of memory.
+            layout["shared_core_bound"] = round(step_cpu / (step_cpu + loader_cpu), 3)
     print(json.dumps(result, indent=2))
 
 

@@ -91,8 +91,11 @@ def test_crops_from_the_reader_equal_crops_of_the_array(store_grid):
     store, grid = store_grid
     reader, _ = store.grid("s")
     out = np.empty((SHAPE[1], 24, 24), np.float16)
+    padded = np.pad(grid, ((0, 0), (0, 0), (64, 64), (64, 64)))  # background off the grid
     for o, turn, centre in itertools.product(range(2), range(8), [(0, 0), (35, 22), (69, 44), (20, 60), (-30, 5)]):
-        expected = dihedral(read_crop(grid, o, centre, 24), turn, dims=(1, 2))  # the array, sliced
+        y0, x0 = centre[0] - 12 + 64, centre[1] - 12 + 64
+        # Independently: the padded grid sliced, turned by the orientation's element, then by turn.
+        expected = dihedral(dihedral(padded[o, :, y0 : y0 + 24, x0 : x0 + 24], o, dims=(1, 2)), turn, dims=(1, 2))
         np.testing.assert_array_equal(read_crop(reader, o, centre, 24, np.float16, turn, out=out), expected)
 
 
@@ -103,9 +106,11 @@ def test_only_the_chunks_a_window_touches_are_read(tmp_path):
     files = {tuple(int(i) for i in p.relative_to(tmp_path / "a.zarr" / "c").parts): p
              for p in (tmp_path / "a.zarr" / "c").rglob("*") if p.is_file()}
     reader = GridReader(zarr.open_array(str(tmp_path / "a.zarr"), mode="r"))
-    for y0, x0, h, w in [(3, 3, 20, 20), (30, 30, 4, 4), (0, 10, 70, 5), (33, 0, 2, 45)]:
-        touched = {(1, 0, cy, cx) for cy in range(y0 // CHUNK, (y0 + h - 1) // CHUNK + 1)
-                   for cx in range(x0 // CHUNK, (x0 + w - 1) // CHUNK + 1)}
+    # (y0, x0, h, w) → the (chunk row, chunk column) it covers, counted by hand on 32-cell chunks.
+    cover = {(3, 3, 20, 20): {(0, 0)}, (30, 30, 4, 4): {(0, 0), (0, 1), (1, 0), (1, 1)},
+             (0, 10, 70, 5): {(0, 0), (1, 0), (2, 0)}, (33, 0, 2, 45): {(1, 0), (1, 1)}}
+    for (y0, x0, h, w), chunks in cover.items():
+        touched = {(1, 0, cy, cx) for cy, cx in chunks}
         kept = {key: files[key].read_bytes() for key in files}
         for key in files.keys() - touched:  # any read of these fails to decode
             files[key].write_bytes(b"not a chunk")

@@ -90,6 +90,7 @@ class Store:
             if list(group.keys()):
                 raise StoreError(f"{url}: a Zarr group that is not a nic-ray store; choose an empty location")
             group.attrs.update(attributes)
+        # Whichever of two concurrent runs gets here first lays these out; both find them after.
         group.require_group("slides")
         group.require_group("runs")
         store = cls(url, group)
