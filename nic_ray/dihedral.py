@@ -19,7 +19,8 @@ def dihedral(x, o: int, dims: tuple[int, int]):
     if isinstance(x, torch.Tensor):
         if flip:
             x = torch.flip(x, dims=(dims[1],))
-        return torch.rot90(x, turns, dims=dims)
+        # torch.rot90 copies even for no turn; orientation 0 is what compression encodes most.
+        return torch.rot90(x, turns, dims=dims) if turns else x
     if flip:
         x = np.flip(x, axis=dims[1])
     return np.rot90(x, turns, axes=dims)

@@ -19,6 +19,14 @@ def test_mean_rgb_is_the_mean_colour():
     np.testing.assert_allclose(enc(PATCHES).numpy(), expected, rtol=1e-6)
 
 
+@pytest.mark.parametrize("size", [257, 258, 512])  # its row sums fit 16 bits up to 257 rows
+def test_mean_rgb_of_white_and_large_patches(size):
+    patches = np.random.default_rng(size).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
+    patches[0] = 255
+    expected = patches.astype(np.float64).mean(axis=(1, 2)) / 255
+    np.testing.assert_allclose(load_encoder("mean-rgb")(torch.from_numpy(patches)).numpy(), expected, rtol=1e-6)
+
+
 def test_nic_encoder_architecture():
     enc = load_encoder("nic")
     assert (enc.code_size, enc.patch_size, enc.mpp) == (128, 128, 0.5)

@@ -1,5 +1,8 @@
 """The fast tile path gives exactly OpenSlide's pixels: synthetic slides and the real CMU slide."""
 
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -50,3 +53,26 @@ def test_cmu_patches_match_openslide_per_patch(cmu_slide):
         patches = read_cells(slide, grid, cells)
     for (y, x), patch in zip(cells, patches):
         assert np.array_equal(patch, openslide_rgb(cmu_slide, 0, x * 128, y * 128, 128, 128)), (y, x)
+
+
+@pytest.mark.parametrize("threads", [1, 3])
+def test_threads_decode_each_cmu_tile_once(cmu_slide, threads):
+    with open_slide(cmu_slide) as slide, ThreadPoolExecutor(threads) as pool:
+        grid = tile_grid(slide, mpp=0.5, patch_size=128)
+        page = slide._pages[0]
+        decoded, decode = Counter(), page.tile
+        page.tile = lambda row, col: decoded.update([(row, col)]) or decode(row, col)
+        cells = np.argwhere(np.ones(grid.shape, bool))
+        patches = read_cells(slide, grid, cells, pool, threads)
+        once = Counter(decoded)
+        # With gaps, as tissue leaves them: the same pixels, whichever thread reads a cell.
+        some = np.argwhere(np.random.default_rng(threads).random(grid.shape) < 0.6)
+        some_patches = read_cells(slide, grid, some, pool, threads)
+    # 240-px stored tiles under 128-px cells: every tile of the 2220 × 2967 image, once each,
+    # though the row groups of the threads meet inside tile rows.
+    assert (grid.shape, page.tile_width, page.tile_height) == ((24, 18), 240, 240)
+    assert len(once) == 10 * 13 and set(once.values()) == {1}
+    for (y, x), patch in zip(cells, patches):
+        assert np.array_equal(patch, openslide_rgb(cmu_slide, 0, x * 128, y * 128, 128, 128)), (y, x)
+    for (y, x), patch in zip(some, some_patches):
+        assert np.array_equal(patch, patches[y * 18 + x]), (y, x)

@@ -1,6 +1,7 @@
 """Grid shape, cell placement, white padding, strides, and level choice by µm/px."""
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -47,6 +48,18 @@ def test_downsampled_grid_from_finer_level(tmp_path):
     ref = openslide_rgb(path, 0, 3 * 256, 2 * 256, 256, 256).reshape(128, 2, 128, 2, 3).mean(axis=(1, 3))
     assert np.array_equal(patches[0], np.floor(ref + 0.5).astype(np.uint8))
     assert (patches[1] == colours[5, 4]).all()
+
+
+def test_downsampled_grid_read_by_threads(tmp_path):
+    path, colours, image = colour_slide(tmp_path, 6, 5, 256, 0.25, downsamples=(1, 4))
+    with open_slide(path) as slide, ThreadPoolExecutor(3) as pool:
+        grid = tile_grid(slide, mpp=0.5, patch_size=128)
+        cells = np.argwhere(np.ones(grid.shape, bool))[::-1]  # any order in, the same order out
+        patches = read_cells(slide, grid, cells, pool, 3)
+    ref = openslide_rgb(path, 0, 0, 0, 5 * 256, 6 * 256).reshape(6 * 128, 2, 5 * 128, 2, 3).mean(axis=(1, 3))
+    ref = np.floor(ref + 0.5).astype(np.uint8)
+    for (y, x), patch in zip(cells, patches):
+        assert np.array_equal(patch, ref[y * 128 : y * 128 + 128, x * 128 : x * 128 + 128]), (y, x)
 
 
 def test_level_choice_uses_matching_level(tmp_path):

@@ -108,8 +108,7 @@ def read_tiles(row: dict, settings: Settings, pool: ThreadPoolExecutor, threads:
                ) -> tuple[np.ndarray, np.ndarray, str]:
     """Decode the tissue tiles of one block: (n, 2) cells, (n, P, P, 3) uint8 tiles, error.
 
-    The block's cells, in raster order, are split over ``threads`` threads of ``pool``
-    (decoding releases the GIL).
+    The block's rows are split over ``threads`` threads of ``pool`` (`read_cells`).
     """
     P = settings.patch_size
     cells = (np.argwhere(row["tissue"] >= settings.tissue_threshold) + [row["y0"], row["x0"]]).astype(np.int32)
@@ -119,9 +118,7 @@ def read_tiles(row: dict, settings: Settings, pool: ThreadPoolExecutor, threads:
         try:
             slide = _READER_SLIDES.get(url, float(row["mpp"]))
             grid = tile_grid(slide, mpp=settings.mpp, patch_size=P, stride=settings.stride)
-            parts = np.array_split(cells, threads) if len(cells) else [cells]
-            tiles = np.concatenate(list(pool.map(lambda part: read_cells(slide, grid, part), parts)))
-            return cells, tiles, ""
+            return cells, read_cells(slide, grid, cells, pool, threads), ""
         except NicError as e:
             _READER_SLIDES.drop(url)
             error = str(e)
