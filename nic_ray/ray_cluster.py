@@ -1,6 +1,7 @@
-"""Joining Ray, and failing at once where the cluster lacks what a job asks for.
+"""Joining Ray, and failing at once where the cluster can never have what a job asks for.
 
-Ray would otherwise wait (30 minutes for GPUs) for resources that never come.
+Ray would otherwise wait (30 minutes for GPUs, for ever for an actor pool that leaves no CPU to
+the tasks feeding it) for resources that never come.
 """
 
 from __future__ import annotations
@@ -16,11 +17,31 @@ def ensure_ray() -> None:
         ray.init(logging_level="WARNING")
 
 
-def require_resources(who: str, each: dict[str, float]) -> None:
-    """Refuse at once when the cluster cannot place even one ``who`` needing ``each``."""
+def cluster_capacity() -> dict[str, float]:
+    """The most of each resource the cluster can have: what its autoscaler may grow it to where
+    the autoscaler publishes that (v2, as cluster/ configures it), else what it has now."""
+    # The rule Ray Data itself follows (hash_shuffle's _get_total_cluster_resources).
+    return ray._private.state.state.get_max_resources_from_cluster_config() or ray.cluster_resources()
+
+
+def require_resources(who: str, each: dict[str, float], count: int = 1,
+                      besides: tuple[str, dict[str, float]] = ("", {})) -> None:
+    """Refuse at once when the cluster can never hold ``count`` ``who``s needing ``each`` apiece
+    and, beside them, ``besides`` = (what for, resources).
+
+    Example::
+
+        require_resources("encoder", {"CPU": 2}, count=3, besides=("planning slides", {"CPU": 1}))
+    """
     ensure_ray()
-    have = ray.cluster_resources()
-    for name, amount in each.items():
-        if amount and have.get(name, 0) < amount:
-            raise NicError(f"each {who} needs {amount:g} {name}, but the Ray cluster has {have.get(name, 0):g}"
-                           + ("; ask for 0 GPUs to run on CPU" if name == "GPU" else ""))
+    have = cluster_capacity()
+    what_for, extra = besides
+    for name in each.keys() | extra.keys():
+        one, more = each.get(name, 0), extra.get(name, 0)
+        if count * one + more <= have.get(name, 0):
+            continue
+        asked = f"each {who} needs {one:g} {name}" if count == 1 else f"{count} {who}s × {one:g} {name}"
+        if more:
+            asked += f" and {more:g} for {what_for}: {count * one + more:g} {name}"
+        hint = "ask for 0 GPUs to run on CPU" if name == "GPU" else f"ask for fewer {who}s or fewer {name}s each"
+        raise NicError(f"{asked}, but the Ray cluster has at most {have.get(name, 0):g}; {hint}")

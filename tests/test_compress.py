@@ -14,6 +14,7 @@ import zarr
 
 from nic_ray.cli import main
 from nic_ray.compress import Store, StoreError, compress
+from nic_ray.errors import NicError
 from nic_ray.encoders import load_encoder
 from nic_ray.slides.synthetic import TissuePainter, write_slide
 from tests.conftest import cell_colours, openslide_rgb
@@ -209,3 +210,24 @@ def test_compress_from_s3_into_s3(archive, tmp_path, s3_endpoint):
     summary = s3_endpoint.get_object(Bucket="slides", Key=f"stores/lab.zarr/runs/{result.run_id}/summary.txt")
     assert b"2 complete" in summary["Body"].read()
     assert compress(["s3://slides/lab/"], url, progress=False).counts() == {"skipped": 2}
+
+
+def test_encoders_that_leave_no_cpu_for_planning_are_refused(archive, tmp_path, capsys):
+    """The session's Ray has 4 CPUs: 4 encoders of 1 CPU leave none to the planning tasks, which
+    Ray Data would wait for for ever. Refused at once, before a store is made."""
+    url = tmp_path / "s.zarr"
+    with pytest.raises(NicError, match=r"4 encoders × 1 CPU and 1 for planning slides: 5 CPU, but the Ray "
+                                       r"cluster has at most 4; ask for fewer encoders or fewer CPUs each"):
+        compress([str(archive / "colours.tiff")], str(url), encoders=4, progress=False)
+    assert main(["compress", str(archive / "colours.tiff"), "--store", str(url), "--encoders", "2",
+                 "--cpus-per-encoder", "2"]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    with pytest.raises(NicError, match="each encoder needs 1 GPU, but the Ray cluster has at most 0; ask for 0 GPUs"):
+        compress([str(archive / "colours.tiff")], str(url), gpus_per_encoder=1, progress=False)
+    assert not url.exists()
+    # 3 encoders and the planning fit the 4 CPUs, and the slide comes out as with one encoder.
+    one = compress([str(archive / "colours.tiff")], str(tmp_path / "one.zarr"), progress=False)
+    three = compress([str(archive / "colours.tiff")], str(url), encoders=3, progress=False)
+    assert one.ok and three.ok
+    np.testing.assert_array_equal(Store.open(str(url)).read_embeddings("colours"),
+                                  Store.open(str(tmp_path / "one.zarr")).read_embeddings("colours"))

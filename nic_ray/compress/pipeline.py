@@ -99,12 +99,13 @@ def compress(
             raise NicError(f"encoder {encoder!r} takes {name} {getattr(enc, name)}, not {asked}")
     identity = {"name": str(encoder), "sha256": encoder_sha256(enc), "code_size": enc.code_size,
                 "patch_size": enc.patch_size, "mpp": enc.mpp}
+    # Planning tasks need a CPU beside the encoders: without one Ray Data would wait for ever.
+    require_resources("encoder", {"GPU": gpus_per_encoder, "CPU": cpus_per_encoder, **(encoder_resources or {})},
+                      count=encoders, besides=("planning slides", {"CPU": 1}))
     config = StoreConfig(identity, stride or enc.patch_size, orientations)
     target = Store.create_or_open(store, config)
     settings = Settings(str(store), enc.mpp, enc.patch_size, config.stride, orientations, enc.code_size,
                         round(tissue_threshold * 255))
-
-    require_resources("encoder", {"GPU": gpus_per_encoder, "CPU": cpus_per_encoder, **(encoder_resources or {})})
 
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     result = CompressResult(run_id, str(store))
