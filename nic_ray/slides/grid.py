@@ -140,16 +140,20 @@ def read_cells(
     order = np.lexsort((cells[:, 1], cells[:, 0]))
     ordered = cells[order]
     out = np.empty((len(cells), P, P, 3), np.uint8)
-    border: dict = {}
-
-    def read(group: tuple[int, int]) -> None:
-        _read_rows(slide, grid, ordered, *group, out, _RollingTileCache(border))
-
     groups = _row_groups(ordered[:, 0], threads if pool is not None else 1)
-    if len(groups) > 1:
-        list(pool.map(read, groups))
-    else:
-        read(groups[0])
+    border: dict = {}
+    caches = [_RollingTileCache(border) for _ in groups]
+
+    def read(span: tuple[int, int], cache: _RollingTileCache) -> None:
+        _read_rows(slide, grid, ordered, *span, out, cache)
+
+    # A group's last row needs tiles of the next group's first row. So every group first reads
+    # all but its last row (putting its first row's tiles in `border`), and only once all have,
+    # its last row: each tile is decoded once, whatever the threads' timing.
+    splits = [_last_row_start(ordered[:, 0], start, end) for start, end in groups]
+    run = pool.map if len(groups) > 1 else map
+    list(run(read, [(start, split) for (start, _), split in zip(groups, splits)], caches))
+    list(run(read, [(split, end) for (_, end), split in zip(groups, splits)], caches))
     if (order[1:] < order[:-1]).any():  # not given in raster order: back to the caller's
         unsorted = np.empty_like(out)
         unsorted[order] = out
@@ -180,6 +184,12 @@ def _row_groups(rows: np.ndarray, n: int) -> list[tuple[int, int]]:
     cuts = np.unique(starts[np.abs(starts[:, None] - wanted).argmin(0)])
     edges = [0, *cuts.tolist(), len(rows)]
     return list(zip(edges[:-1], edges[1:]))
+
+
+def _last_row_start(rows: np.ndarray, start: int, end: int) -> int:
+    """Where the last row of sorted ``rows[start:end]`` begins; ``end`` where there is one row."""
+    last = start + int(np.searchsorted(rows[start:end], rows[end - 1])) if end > start else start
+    return end if last == start else last
 
 
 def _runs(rows: np.ndarray, cols: np.ndarray) -> list[tuple[int, int]]:
