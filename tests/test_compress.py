@@ -212,7 +212,7 @@ def test_compress_from_s3_into_s3(archive, tmp_path, s3_endpoint):
     assert compress(["s3://slides/lab/"], url, progress=False).counts() == {"skipped": 2}
 
 
-def test_encoders_that_leave_no_cpu_for_planning_are_refused(archive, tmp_path, capsys):
+def test_encoders_the_cluster_cannot_hold_and_bad_options_are_refused(archive, tmp_path, capsys):
     """The session's Ray has 4 CPUs: 4 encoders of 1 CPU leave none to the planning tasks, which
     Ray Data would wait for for ever. Refused at once, before a store is made."""
     url = tmp_path / "s.zarr"
@@ -224,6 +224,12 @@ def test_encoders_that_leave_no_cpu_for_planning_are_refused(archive, tmp_path, 
     assert capsys.readouterr().err.count("\n") == 1
     with pytest.raises(NicError, match="each encoder needs 1 GPU, but the Ray cluster has at most 0; ask for 0 GPUs"):
         compress([str(archive / "colours.tiff")], str(url), gpus_per_encoder=1, progress=False)
+    for option, value, says in (("--encoders", "0", "--encoders must be at least 1, not 0"),
+                                ("--batch-size", "-5", "--batch-size must be at least 1, not -5"),
+                                ("--gpus-per-encoder", "-1", "--gpus-per-encoder must be at least 0, not -1"),
+                                ("--tissue-threshold", "10", "--tissue-threshold is a fraction of a cell, from 0 to 1, not 10")):
+        assert main(["compress", str(archive / "colours.tiff"), "--store", str(url), option, value]) == 2
+        assert capsys.readouterr().err == f"nic-ray: error: {says}\n"
     assert not url.exists()
     # 3 encoders and the planning fit the 4 CPUs, and the slide comes out as with one encoder.
     one = compress([str(archive / "colours.tiff")], str(tmp_path / "one.zarr"), progress=False)

@@ -90,6 +90,12 @@ def compress(
 
     if orientations not in (1, 8):
         raise NicError(f"--orientations must be 1 or 8, not {orientations}")
+    for option, value, least in (("--encoders", encoders, 1), ("--batch-size", batch_size, 1),
+                                 ("--cpus-per-encoder", cpus_per_encoder, 0), ("--gpus-per-encoder", gpus_per_encoder, 0)):
+        if value < least:
+            raise NicError(f"{option} must be at least {least}, not {value:g}")
+    if not 0 <= tissue_threshold <= 1:
+        raise NicError(f"--tissue-threshold is a fraction of a cell, from 0 to 1, not {tissue_threshold:g}")
     slides = expand_sources(sources)
     store = store if is_remote(str(store)) else os.path.abspath(store)
     options = {k: v for k, v in (("patch_size", patch_size), ("mpp", mpp)) if v is not None}
