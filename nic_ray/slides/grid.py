@@ -149,7 +149,8 @@ def read_cells(
 
     # A group's last row needs tiles of the next group's first row. So every group first reads
     # all but its last row (putting its first row's tiles in `border`), and only once all have,
-    # its last row: each tile is decoded once, whatever the threads' timing.
+    # its last row: each tile is decoded once, whatever the threads' timing (but where a group is
+    # one row, read whole at first: a block with fewer tissue rows than twice the threads).
     splits = [_last_row_start(ordered[:, 0], start, end) for start, end in groups]
     run = pool.map if len(groups) > 1 else map
     list(run(read, [(start, split) for (start, _), split in zip(groups, splits)], caches))
