@@ -215,25 +215,25 @@ def test_compress_from_s3_into_s3(archive, tmp_path, s3_endpoint):
 def test_encoders_the_cluster_cannot_hold_and_bad_options_are_refused(archive, tmp_path, capsys):
     """The session's Ray has 4 CPUs: 4 encoders of 1 CPU leave none to the planning tasks, which
     Ray Data would wait for for ever. Refused at once, before a store is made."""
-    url = tmp_path / "s.zarr"
+    url, src = tmp_path / "s.zarr", str(archive / "colours.tiff")
     with pytest.raises(NicError, match=r"4 encoders × 1 CPU and 1 for planning slides: 5 CPU, but the Ray "
                                        r"cluster has at most 4; ask for fewer encoders or fewer CPUs each"):
-        compress([str(archive / "colours.tiff")], str(url), encoders=4, progress=False)
-    assert main(["compress", str(archive / "colours.tiff"), "--store", str(url), "--encoders", "2",
+        compress([src], str(url), encoders=4, progress=False)
+    assert main(["compress", src, "--store", str(url), "--encoders", "2",
                  "--cpus-per-encoder", "2"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
     with pytest.raises(NicError, match="each encoder needs 1 GPU, but the Ray cluster has at most 0; ask for 0 GPUs"):
-        compress([str(archive / "colours.tiff")], str(url), gpus_per_encoder=1, progress=False)
+        compress([src], str(url), gpus_per_encoder=1, progress=False)
     for option, value, says in (("--encoders", "0", "--encoders must be at least 1, not 0"),
                                 ("--batch-size", "-5", "--batch-size must be at least 1, not -5"),
                                 ("--gpus-per-encoder", "-1", "--gpus-per-encoder must be at least 0, not -1"),
                                 ("--tissue-threshold", "10", "--tissue-threshold is a fraction of a cell, from 0 to 1, not 10")):
-        assert main(["compress", str(archive / "colours.tiff"), "--store", str(url), option, value]) == 2
+        assert main(["compress", src, "--store", str(url), option, value]) == 2
         assert capsys.readouterr().err == f"nic-ray: error: {says}\n"
     assert not url.exists()
     # 3 encoders and the planning fit the 4 CPUs, and the slide comes out as with one encoder.
-    one = compress([str(archive / "colours.tiff")], str(tmp_path / "one.zarr"), progress=False)
-    three = compress([str(archive / "colours.tiff")], str(url), encoders=3, progress=False)
+    one = compress([src], str(tmp_path / "one.zarr"), progress=False)
+    three = compress([src], str(url), encoders=3, progress=False)
     assert one.ok and three.ok
     np.testing.assert_array_equal(Store.open(str(url)).read_embeddings("colours"),
                                   Store.open(str(tmp_path / "one.zarr")).read_embeddings("colours"))

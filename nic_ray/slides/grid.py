@@ -151,10 +151,9 @@ def read_cells(
     # all but its last row (putting its first row's tiles in `border`), and only once all have,
     # its last row: each tile is decoded once, whatever the threads' timing (but where a group is
     # one row, read whole at first: a block with fewer tissue rows than twice the threads).
-    splits = [_last_row_start(ordered[:, 0], start, end) for start, end in groups]
     run = pool.map if len(groups) > 1 else map
-    list(run(read, [(start, split) for (start, _), split in zip(groups, splits)], caches))
-    list(run(read, [(split, end) for (_, end), split in zip(groups, splits)], caches))
+    list(run(read, [(start, last) for start, last, _ in groups], caches))
+    list(run(read, [(last, end) for _, last, end in groups], caches))
     if (order[1:] < order[:-1]).any():  # not given in raster order: back to the caller's
         unsorted = np.empty_like(out)
         unsorted[order] = out
@@ -176,21 +175,21 @@ def _read_rows(slide: Slide, grid: TileGrid, ordered: np.ndarray, start: int, en
             cache.roll()
 
 
-def _row_groups(rows: np.ndarray, n: int) -> list[tuple[int, int]]:
-    """[start, end) of at most ``n`` groups of whole rows of sorted ``rows``, alike in size."""
+def _row_groups(rows: np.ndarray, n: int) -> list[tuple[int, int, int]]:
+    """(start, last, end) of at most ``n`` groups of whole rows of sorted ``rows``, alike in size;
+    ``last`` is where the group's last row begins, ``end`` where the group is one row (or the
+    only group: it needs no split)."""
     starts = np.flatnonzero(np.diff(rows)) + 1  # where a new row begins
     if n <= 1 or len(starts) == 0:
-        return [(0, len(rows))]
+        return [(0, len(rows), len(rows))]
     wanted = np.arange(1, n) * len(rows) / n
     cuts = np.unique(starts[np.abs(starts[:, None] - wanted).argmin(0)])
     edges = [0, *cuts.tolist(), len(rows)]
-    return list(zip(edges[:-1], edges[1:]))
-
-
-def _last_row_start(rows: np.ndarray, start: int, end: int) -> int:
-    """Where the last row of sorted ``rows[start:end]`` begins; ``end`` where there is one row."""
-    last = start + int(np.searchsorted(rows[start:end], rows[end - 1])) if end > start else start
-    return end if last == start else last
+    groups = []
+    for start, end in zip(edges[:-1], edges[1:]):
+        inside = starts[(starts > start) & (starts < end)]
+        groups.append((start, int(inside[-1]) if len(inside) else end, end))
+    return groups
 
 
 def _runs(rows: np.ndarray, cols: np.ndarray) -> list[tuple[int, int]]:
