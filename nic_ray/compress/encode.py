@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -14,12 +15,20 @@ from nic_ray.dihedral import dihedral
 from nic_ray.encoders import load_encoder
 
 
+# A block reading while another encodes; more calls would only queue for the same two locks.
+CONCURRENT_CALLS = 2
+
+
 class EncodeBlocks:
     """Ray's batch-inference pattern: the encoder loads once per actor, a block per call.
 
     The actor decodes its block's tiles (in ``threads`` threads) and writes the block's chunk
     itself: moving decoded pixels between processes through Ray's object store costs more than
     decoding them, and a write task per chunk more than the write (README, "Compression").
+
+    On a GPU, Ray Data runs two calls at once in each actor (`CONCURRENT_CALLS`): one block is
+    read while the block before it is encoded, so the GPU does not wait for the reading. A lock
+    for each stage keeps to one read and one encoding at a time.
     """
 
     def __init__(self, encoder: str, encoder_kwargs: dict, settings: Settings, batch_size: int, use_gpu: bool,
@@ -30,6 +39,7 @@ class EncodeBlocks:
         self.encoder = load_encoder(encoder, **encoder_kwargs).to(self.device)
         self.settings, self.batch_size, self.threads = settings, batch_size, threads
         self.pool = ThreadPoolExecutor(threads)
+        self.reading, self.encoding = threading.Lock(), threading.Lock()
 
     @torch.inference_mode()
     def encode(self, tiles: np.ndarray) -> np.ndarray:
@@ -50,14 +60,17 @@ class EncodeBlocks:
         row = {k: v[0] for k, v in batch.items()}
         error, n_tiles, seconds = str(row["error"]), 0, [0.0, 0.0, 0.0]
         if not error and row["y0"] >= 0:
-            t0 = time.perf_counter()
-            cells, tiles, error = read_tiles(row, self.settings, self.pool, self.threads)
-            t1 = time.perf_counter()
+            with self.reading:
+                t0 = time.perf_counter()
+                cells, tiles, error = read_tiles(row, self.settings, self.pool, self.threads)
+                t1 = time.perf_counter()
             if not error:
-                codes = self.encode(tiles)
-                t2 = time.perf_counter()
+                with self.encoding:
+                    t2 = time.perf_counter()
+                    codes = self.encode(tiles)
+                    t3 = time.perf_counter()
                 write_codes(row, cells, codes, self.settings)
-                n_tiles, seconds = len(cells), [t1 - t0, t2 - t1, time.perf_counter() - t2]
+                n_tiles, seconds = len(cells), [t1 - t0, t3 - t2, time.perf_counter() - t3]
         return {
             "slide_id": batch["slide_id"], "n_blocks": batch["n_blocks"], "error": np.array([error]),
             "n_tiles": np.array([n_tiles]), "read_seconds": np.array([seconds[0]]),

@@ -165,9 +165,12 @@ def _report_row(s: SlideSource, status: str, tiles: int = 0, seconds: float = 0.
 
 def _run_dataset(slides, target, settings, encoder, options, encoders, gpus_per_encoder, cpus_per_encoder,
                  encoder_resources, batch_size, claims, progress, start) -> list[dict]:
-    from nic_ray.compress.encode import EncodeBlocks
+    from nic_ray.compress.encode import CONCURRENT_CALLS, EncodeBlocks
 
     by_id = {s.slide_id: s for s in slides}
+    # On a GPU one block reads while the one before it encodes. On CPUs both stages would share
+    # the same cores, to no gain (measured), and hold a second block in memory.
+    calls = CONCURRENT_CALLS if gpus_per_encoder > 0 else 1
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.target_max_block_size, ctx.enable_progress_bars)
     # One block of work per Ray block, so blocks of one slide are read by parallel tasks.
@@ -181,7 +184,8 @@ def _run_dataset(slides, target, settings, encoder, options, encoders, gpus_per_
             fn_constructor_kwargs={"encoder": encoder, "encoder_kwargs": options, "settings": settings,
                                    "batch_size": batch_size, "use_gpu": gpus_per_encoder > 0,
                                    "threads": max(1, int(cpus_per_encoder))},
-            compute=ray.data.ActorPoolStrategy(size=encoders),
+            compute=ray.data.ActorPoolStrategy(size=encoders, max_concurrent_calls_per_actor=calls,
+                                               enable_true_multi_threading=True),
             num_gpus=gpus_per_encoder, num_cpus=cpus_per_encoder, resources=encoder_resources,
             runtime_env=worker_runtime_env(),
         )
