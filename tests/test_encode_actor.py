@@ -11,16 +11,14 @@ import nic_ray.compress.encode as encode_module
 from nic_ray.compress.encode import CONCURRENT_CALLS, EncodeBlocks
 from nic_ray.compress.stages import Settings, plan_slide
 from nic_ray.compress.store import Store, StoreConfig
-from nic_ray.encoders import encoder_sha256, load_encoder
+from nic_ray.encoders import encoder_identity, load_encoder
 from nic_ray.slides.synthetic import TissuePainter, write_slide
 
 
 def planned_blocks(slide: str, store: str) -> tuple[Settings, list[dict]]:
     """A store as `compress` makes it, and the slide's blocks as Ray Data hands them to actors."""
     enc = load_encoder("mean-rgb")
-    identity = {"name": "mean-rgb", "sha256": encoder_sha256(enc), "code_size": enc.code_size,
-                "patch_size": enc.patch_size, "mpp": enc.mpp}
-    Store.create_or_open(store, StoreConfig(identity, enc.patch_size, 1))
+    Store.create_or_open(store, StoreConfig(encoder_identity("mean-rgb", enc), enc.patch_size, 1))
     settings = Settings(store, enc.mpp, enc.patch_size, enc.patch_size, 1, enc.code_size, 26)
     rows = plan_slide({"slide_id": "wide", "url": slide, "mpp": np.nan}, settings)
     return settings, [{k: np.array([v]) for k, v in row.items()} for row in rows]

@@ -86,7 +86,7 @@ def compress(
         result.ok, result.counts()  # (True, {'complete': 12})
     """
     # Here, not at the top: every Ray worker imports this package, and only encoders need torch.
-    from nic_ray.encoders import encoder_sha256, load_encoder
+    from nic_ray.encoders import encoder_identity, load_encoder
 
     if orientations not in (1, 8):
         raise NicError(f"--orientations must be 1 or 8, not {orientations}")
@@ -103,8 +103,7 @@ def compress(
     for name, asked in options.items():
         if getattr(enc, name) != asked:
             raise NicError(f"encoder {encoder!r} takes {name} {getattr(enc, name)}, not {asked}")
-    identity = {"name": str(encoder), "sha256": encoder_sha256(enc), "code_size": enc.code_size,
-                "patch_size": enc.patch_size, "mpp": enc.mpp}
+    identity = encoder_identity(encoder, enc)
     # Planning tasks need a CPU beside the encoders: without one Ray Data would wait for ever.
     require_resources("encoder", {"GPU": gpus_per_encoder, "CPU": cpus_per_encoder, **(encoder_resources or {})},
                       count=encoders, besides=("planning slides", {"CPU": 1}))

@@ -73,3 +73,9 @@ def encoder_sha256(encoder: nn.Module) -> str:
         digest.update(str(tensor.dtype).encode())
         digest.update(tensor.numpy().tobytes())
     return digest.hexdigest()
+
+
+def encoder_identity(name: str, encoder: nn.Module) -> dict:
+    """What a store records of the encoder that filled it (DESIGN.md, "Store format")."""
+    return {"name": str(name), "sha256": encoder_sha256(encoder), "code_size": encoder.code_size,
+            "patch_size": encoder.patch_size, "mpp": encoder.mpp}
