@@ -37,7 +37,7 @@ def test_an_actor_reads_a_block_while_it_encodes_another_and_writes_what_one_cal
     settings, blocks = planned_blocks(str(slide), together_url)
     actor = EncodeBlocks("mean-rgb", {}, settings, batch_size=64, use_gpu=False)
     changed = threading.Condition()
-    reads_done, running, most = [0], {"read": 0, "encode": 0}, {"read": 0, "encode": 0}
+    running, most, done = (dict.fromkeys(("read", "encode"), 0) for _ in range(3))
 
     def counted(stage, fn):
         def wrapper(*args, **kwargs):
@@ -49,7 +49,7 @@ def test_an_actor_reads_a_block_while_it_encodes_another_and_writes_what_one_cal
             finally:
                 with changed:
                     running[stage] -= 1
-                    reads_done[0] += stage == "read"
+                    done[stage] += 1
                     changed.notify_all()
         return wrapper
 
@@ -58,7 +58,7 @@ def test_an_actor_reads_a_block_while_it_encodes_another_and_writes_what_one_cal
     def encode_once_both_are_read(tiles):
         # The first encoding waits until the other block is read: it can only be read meanwhile.
         with changed:
-            assert changed.wait_for(lambda: reads_done[0] == 2, timeout=60), "no block was read during an encoding"
+            assert changed.wait_for(lambda: done["read"] == 2, timeout=60), "no block was read during an encoding"
         return encode(tiles)
 
     monkeypatch.setattr(encode_module, "read_tiles", counted("read", encode_module.read_tiles))
