@@ -44,8 +44,11 @@ def test_cmu_slide_matches_openslide(cmu_slide):
         assert np.array_equal(slide.read_region(0, 0, 0, w, h), openslide_rgb(cmu_slide, 0, 0, 0, w, h))
 
 
-def test_cmu_patches_match_openslide_per_patch(cmu_slide):
-    with open_slide(cmu_slide) as slide:
+@pytest.mark.parametrize("backend,fast_levels", [("auto", (0,)), ("openslide", ())])
+def test_cmu_patches_match_openslide_per_patch(cmu_slide, backend, fast_levels):
+    # A row of cells is read at once, then cut into patches: per patch, OpenSlide's pixels.
+    with open_slide(cmu_slide, backend=backend) as slide:
+        assert slide.fast_levels == fast_levels
         grid = tile_grid(slide, mpp=0.5, patch_size=128)
         assert grid.scale == 1.0 and grid.mpp == pytest.approx(0.499)  # within 10%: read as is
         rng = np.random.default_rng(0)

@@ -167,10 +167,13 @@ def _read_rows(slide: Slide, grid: TileGrid, ordered: np.ndarray, start: int, en
     P, S = grid.patch_size, grid.stride
     for a, b in _runs(ordered[start:end, 0], ordered[start:end, 1]):
         (y, x0), n = ordered[start + a], b - a
-        band = read_target_region(slide, grid, x0 * S, y * S, (n - 1) * S + P, P, cache)
-        # (P, span, 3) → (n, P, P, 3): patch i starts at column i·S of the band.
-        windows = np.lib.stride_tricks.sliding_window_view(band, P, axis=1)[:, ::S]
-        out[start + a : start + b] = windows.transpose(1, 0, 3, 2)
+        if grid.scale == 1 and S == P:  # the patches lie side by side in the level: one copy each
+            slide.read_regions(grid.level, x0 * S, y * S, P, P, out[start + a : start + b], cache)
+        else:
+            band = read_target_region(slide, grid, x0 * S, y * S, (n - 1) * S + P, P, cache)
+            # (P, span, 3) → (n, P, P, 3): patch i starts at column i·S of the band.
+            windows = np.lib.stride_tricks.sliding_window_view(band, P, axis=1)[:, ::S]
+            out[start + a : start + b] = windows.transpose(1, 0, 3, 2)
         if start + b == end or ordered[start + b, 0] != y:
             cache.roll()
 

@@ -123,11 +123,19 @@ class Slide:
         Pixels outside the image are white. ``cache`` keeps decoded tiles across calls that
         overlap the same tiles (fast path only).
         """
+        return self.read_regions(level, x, y, width, height, np.empty((1, height, width, 3), np.uint8), cache)[0]
+
+    def read_regions(
+        self, level: int, x: int, y: int, width: int, height: int, out: np.ndarray,
+        cache: TileCache | None = None,
+    ) -> np.ndarray:
+        """``len(out)`` regions (height, width) side by side from (x, y), into ``out``
+        (n, height, width, 3): a row of patches, each copied once. As `read_region` otherwise."""
         page = self._pages.get(level)
         try:
             if page is not None:
-                return page.read_region(x, y, width, height, cache)
-            return self._openslide_region(level, x, y, width, height)
+                return page.read_regions(x, y, width, height, out, cache)
+            return self._openslide_regions(level, x, y, width, height, out)
         except (openslide.OpenSlideError, OSError, ValueError, RuntimeError) as e:
             if page is None:
                 # After one bad tile an OpenSlide handle can stay broken.
@@ -137,14 +145,16 @@ class Slide:
                 self.source, f"cannot read level {level} at x={x}, y={y}: {e}"
             ) from None
 
-    def _openslide_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
+    def _openslide_regions(self, level: int, x: int, y: int, width: int, height: int, out: np.ndarray) -> np.ndarray:
         ds = self.levels[level].downsample
         rgba = np.asarray(
-            self._osr.read_region((round(x * ds), round(y * ds)), level, (width, height))
+            self._osr.read_region((round(x * ds), round(y * ds)), level, (len(out) * width, height))
         )
-        rgb = rgba[..., :3].copy()
-        rgb[rgba[..., 3] == 0] = 255
-        return rgb
+        # (height, n·width, 4) → (n, height, width, 4): region k is columns [k·width, (k+1)·width).
+        rgba = rgba.reshape(height, len(out), width, 4).transpose(1, 0, 2, 3)
+        out[:] = rgba[..., :3]
+        out[rgba[..., 3] == 0] = 255
+        return out
 
     def close(self) -> None:
         for page in self._pages.values():

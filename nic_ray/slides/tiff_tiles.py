@@ -1,9 +1,10 @@
 """Fast pixels from tiled TIFF pages: each stored tile's bytes read once and decoded once.
 
-OpenSlide's ``read_region`` spends most of its time compositing, not decoding. Here a region is
-assembled from decoded tiles directly; tiles are JPEG (with shared JPEGTables, as in Aperio),
-JPEG 2000, deflate, LZW or raw, whatever tifffile and imagecodecs decode. Reads use ``os.pread``
-on one descriptor, so any number of threads can share a page; imagecodecs releases the GIL.
+OpenSlide's ``read_region`` spends most of its time compositing, not decoding. Here a region,
+or a row of patches, is cut from decoded tiles directly; tiles are JPEG (with shared JPEGTables,
+as in Aperio), JPEG 2000, deflate, LZW or raw, whatever tifffile and imagecodecs decode. Reads
+use ``os.pread`` on one descriptor, so any number of threads can share a page; imagecodecs
+releases the GIL.
 """
 
 from __future__ import annotations
@@ -74,15 +75,27 @@ class TiledPage:
         self, x: int, y: int, width: int, height: int, cache: TileCache | None = None
     ) -> np.ndarray:
         """Pixels [y, y+height) × [x, x+width) as (height, width, 3) uint8; white outside."""
+        return self.read_regions(x, y, width, height, np.empty((1, height, width, 3), np.uint8), cache)[0]
+
+    def read_regions(
+        self, x: int, y: int, width: int, height: int, out: np.ndarray, cache: TileCache | None = None
+    ) -> np.ndarray:
+        """``len(out)`` regions of (height, width) side by side from (x, y), into ``out``.
+
+        Each stored tile goes straight into the regions it covers: patches in a row are cut
+        from their tiles with one copy, not assembled into a band and then copied again.
+        """
+        n = len(out)
         x0, y0 = max(x, 0), max(y, 0)
-        x1, y1 = min(x + width, self.width), min(y + height, self.height)
-        inside = (x0, y0, x1, y1) == (x, y, x + width, y + height)
-        # Tiles cover the whole image: only a region reaching outside needs a white fill.
-        out = np.empty((height, width, 3), np.uint8) if inside else np.full((height, width, 3), 255, np.uint8)
+        x1, y1 = min(x + n * width, self.width), min(y + height, self.height)
+        if (x0, y0, x1, y1) != (x, y, x + n * width, y + height):
+            out[...] = 255  # tiles cover the whole image: only what reaches outside needs this
         if x0 >= x1 or y0 >= y1:
             return out
         tw, th = self.tile_width, self.tile_height
         for row in range(y0 // th, (y1 - 1) // th + 1):
+            ty0 = row * th
+            ry0, ry1 = max(y0, ty0), min(y1, ty0 + th)
             for col in range(x0 // tw, (x1 - 1) // tw + 1):
                 key = (row, col)
                 tile = cache.get(key) if cache is not None else None
@@ -90,11 +103,12 @@ class TiledPage:
                     tile = self.tile(row, col)
                     if cache is not None:
                         cache[key] = tile
-                # Intersection of this tile with the wanted region, clipped to the image.
-                ty0, tx0 = row * th, col * tw
-                ry0, ry1 = max(y0, ty0), min(y1, ty0 + th)
+                # This tile's columns [rx0, rx1) of the wanted rows, split where regions meet.
+                tx0 = col * tw
                 rx0, rx1 = max(x0, tx0), min(x1, tx0 + tw)
-                out[ry0 - y : ry1 - y, rx0 - x : rx1 - x] = tile[
-                    ry0 - ty0 : ry1 - ty0, rx0 - tx0 : rx1 - tx0
-                ]
+                src, dst = tile[ry0 - ty0 : ry1 - ty0], out[:, ry0 - y : ry1 - y]
+                for k in range((rx0 - x) // width, (rx1 - 1 - x) // width + 1):
+                    left = x + k * width
+                    a, b = max(rx0, left), min(rx1, left + width)
+                    dst[k, :, a - left : b - left] = src[:, a - tx0 : b - tx0]
         return out
