@@ -71,16 +71,11 @@ class TiledPage:
         segment = self._decode(data, i, jpegtables=self._jpegtables)[0]
         return segment.reshape(self.tile_height, self.tile_width, -1)[..., :3]
 
-    def read_region(
-        self, x: int, y: int, width: int, height: int, cache: TileCache | None = None
-    ) -> np.ndarray:
-        """Pixels [y, y+height) × [x, x+width) as (height, width, 3) uint8; white outside."""
-        return self.read_regions(x, y, width, height, np.empty((1, height, width, 3), np.uint8), cache)[0]
-
     def read_regions(
         self, x: int, y: int, width: int, height: int, out: np.ndarray, cache: TileCache | None = None
     ) -> np.ndarray:
-        """``len(out)`` regions of (height, width) side by side from (x, y), into ``out``.
+        """``len(out)`` regions of (height, width) side by side from (x, y), into ``out``
+        (n, height, width, 3); white outside the image.
 
         Each stored tile goes straight into the regions it covers: patches in a row are cut
         from their tiles with one copy, not assembled into a band and then copied again.
