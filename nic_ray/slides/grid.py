@@ -126,8 +126,9 @@ def read_cells(
 ) -> np.ndarray:
     """Patches (n, P, P, 3) uint8 of grid cells ``cells`` (n, 2) as (y, x), in that order.
 
-    Each row's run of adjacent cells is read as one band, so each stored tile is decoded once
-    however many patches it feeds, and cells not asked for (background) are never decoded.
+    Each row's run of adjacent cells is read at once: its patches are cut straight from the stored
+    tiles (through a band where patches are resampled or overlap), so each stored tile is decoded
+    once however many patches it feeds, and cells not asked for (background) are never decoded.
     With a ``pool``, ``threads`` of its threads read groups of whole rows, and share the tiles
     where their groups meet (decoding releases the GIL).
 
@@ -165,9 +166,10 @@ def _read_rows(slide: Slide, grid: TileGrid, ordered: np.ndarray, start: int, en
                cache: _RollingTileCache) -> None:
     """Patches of the raster-ordered ``ordered[start:end]`` into ``out[start:end]``."""
     P, S = grid.patch_size, grid.stride
+    side_by_side = grid.scale == 1 and S == P  # patches lie side by side in the level: one copy each
     for a, b in _runs(ordered[start:end, 0], ordered[start:end, 1]):
         (y, x0), n = ordered[start + a], b - a
-        if grid.scale == 1 and S == P:  # the patches lie side by side in the level: one copy each
+        if side_by_side:
             slide.read_regions(grid.level, x0 * S, y * S, P, P, out[start + a : start + b], cache)
         else:
             band = read_target_region(slide, grid, x0 * S, y * S, (n - 1) * S + P, P, cache)
