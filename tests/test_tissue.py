@@ -1,10 +1,13 @@
 """Tissue fraction per grid cell on a slide whose tissue is known exactly."""
 
+import math
+
 import numpy as np
 
 from nic_ray.slides import open_slide, tile_grid, tissue_fraction
+from nic_ray.slides.grid import TileGrid
 from nic_ray.slides.synthetic import write_slide
-from nic_ray.slides.tissue import otsu_threshold, saturation
+from nic_ray.slides.tissue import cell_fraction, otsu_threshold, saturation
 
 PINK = (220, 120, 180)
 
@@ -58,3 +61,22 @@ def test_otsu_and_saturation_against_brute_force():
     hi, lo = rgb.max(1).astype(float), rgb.min(1).astype(float)
     expected = np.where(hi > 0, (hi - lo) / np.maximum(hi, 1) * 255, 0)
     assert np.abs(saturation(rgb).astype(float) - expected).max() < 1
+
+
+def test_cell_fraction_against_each_cell_counted():
+    # Overlapping and spaced patches, cells overhanging the mask, mask pixels not a cell's divisor.
+    rng = np.random.default_rng(3)
+    for _ in range(40):
+        mask = rng.random(tuple(rng.integers(1, 120, 2))) < rng.random()
+        P = int(rng.integers(8, 300))
+        S = int(rng.integers(P // 3 + 1, P * 2))
+        mask_mpp = float(rng.uniform(1, 20))
+        r = 0.5 / mask_mpp  # mask pixels per target pixel
+        height, width = (max(1, int(n / r * rng.uniform(0.9, 1))) for n in mask.shape)
+        grid = TileGrid(0, 1.0, 0.5, width, height, P, S)
+        expected = np.zeros(grid.shape)
+        for i, j in np.ndindex(grid.shape):
+            y0, x0 = math.floor(i * S * r), math.floor(j * S * r)
+            y1, x1 = max(y0 + 1, math.ceil((i * S + P) * r)), max(x0 + 1, math.ceil((j * S + P) * r))
+            expected[i, j] = mask[y0:y1, x0:x1].sum() / ((y1 - y0) * (x1 - x0))
+        np.testing.assert_array_equal(cell_fraction(mask, mask_mpp, grid), np.rint(expected * 255))
