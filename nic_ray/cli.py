@@ -265,7 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     comp.add_argument("--patch-size", type=int, help="patch size (default: the encoder's)")
     comp.add_argument("--stride", type=int, help="default: the patch size")
     comp.add_argument("--orientations", type=int, choices=(1, 8), default=1, help="8: every tile in all 8 dihedral orientations")
-    comp.add_argument("--encoders", type=int, default=1, help="encoder actors (default: 1; on CPUs, one per core but one uses the machine)")
+    comp.add_argument("--encoders", type=int, default=1, help="encoder actors (default: 1; on CPUs give one per core but one, e.g. 15 on 16 cores)")
     comp.add_argument("--gpus-per-encoder", type=float, default=0, help="GPUs per encoder actor; 0 = CPU (default)")
     comp.add_argument("--cpus-per-encoder", type=float, default=1,
                       help="CPUs per encoder actor: its decoding threads, and torch threads on CPU (default: 1)")
