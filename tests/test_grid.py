@@ -8,16 +8,17 @@ import pytest
 
 from nic_ray.errors import SlideError
 from nic_ray.slides import LevelChoice, choose_level, open_slide, read_cells, tile_grid
+from nic_ray.slides.resample import box_downsample
 from nic_ray.slides.synthetic import write_slide
 from tests.conftest import cell_colours, openslide_rgb
 
 
-def colour_slide(tmp_path, rows, cols, cell_px, mpp, height=None, width=None, downsamples=(1,)):
+def colour_slide(tmp_path, rows, cols, cell_px, mpp, height=None, width=None, downsamples=(1,), tile=256):
     """A lossless slide whose grid cells of ``cell_px`` pixels each have a distinct colour."""
     colours = cell_colours(rows, cols)
     image = np.kron(colours, np.ones((cell_px, cell_px, 1), np.uint8))
     image = image[: height or image.shape[0], : width or image.shape[1]]
-    path = write_slide(tmp_path / "colours.tiff", image, mpp, compression="zlib", downsamples=downsamples)
+    path = write_slide(tmp_path / "colours.tiff", image, mpp, compression="zlib", downsamples=downsamples, tile=tile)
     return path, colours, image
 
 
@@ -50,8 +51,11 @@ def test_downsampled_grid_from_finer_level(tmp_path):
     assert (patches[1] == colours[5, 4]).all()
 
 
-def test_downsampled_grid_read_by_threads(tmp_path):
-    path, colours, image = colour_slide(tmp_path, 6, 5, 256, 0.25, downsamples=(1, 4))
+@pytest.mark.parametrize("tile", [256, 240])
+def test_downsampled_grid_read_by_threads(tmp_path, tile):
+    # With 240-px tiles, a row of cells (256 level px) spans two tile rows, and some such rows
+    # span the bands of tile rows that the threads take: each thread fills part of them.
+    path, colours, image = colour_slide(tmp_path, 6, 5, 256, 0.25, downsamples=(1, 4), tile=tile)
     with open_slide(path) as slide, ThreadPoolExecutor(3) as pool:
         grid = tile_grid(slide, mpp=0.5, patch_size=128)
         cells = np.argwhere(np.ones(grid.shape, bool))[::-1]  # any order in, the same order out
@@ -110,3 +114,13 @@ def test_non_integer_scale_uses_area_resize(tmp_path):
         patch = read_cells(slide, grid, [(4, 1)])[0]
     # Cell (4, 1) at 0.5 µm/px spans source px [800, 1000) × [200, 400): all in colour (2, 0).
     assert (patch == colours[2, 0]).all()
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 7, 16, 17])
+def test_box_downsample_against_block_means(k):
+    # Odd sizes: the rows and columns past the last whole block are dropped.
+    image = np.random.default_rng(k).integers(0, 256, (5 * k + k // 2, 9 * k + 1, 3), dtype=np.uint8)
+    image[:k, :k] = 255  # the largest sums: 16² · 255 is the most that 16 bits hold
+    blocks = image[: 5 * k, : 9 * k].reshape(5, k, 9, k, 3).astype(np.float64)
+    means = np.floor(blocks.mean(axis=(1, 3)) + 0.5).astype(np.uint8)
+    assert np.array_equal(box_downsample(image, k), means)

@@ -8,7 +8,8 @@ OpenSlide's ``read_region``. Both give identical pixels; outside the image both 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import tifffile
 
 from nic_ray.errors import SlideError
 from nic_ray.slides.cache import SlideCache, is_remote, source_identity
-from nic_ray.slides.tiff_tiles import TileCache, TiledPage
+from nic_ray.slides.tiff_tiles import Target, TiledPage, paint_outside
 
 # Vendors whose levels are plain tiled TIFF pages that OpenSlide composes without overlap.
 _FAST_VENDORS = {"aperio", "generic-tiff"}
@@ -115,46 +116,34 @@ class Slide:
         """The levels read by the fast tile path rather than OpenSlide."""
         return tuple(sorted(self._pages))
 
-    def read_region(
-        self, level: int, x: int, y: int, width: int, height: int, cache: TileCache | None = None
-    ) -> np.ndarray:
+    def read_region(self, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
         """RGB pixels (height, width, 3) uint8 of ``level``, in that level's coordinates.
 
-        Pixels outside the image are white. ``cache`` keeps decoded tiles across calls that
-        overlap the same tiles (fast path only).
+        Pixels outside the image are white.
         """
-        return self.read_regions(level, x, y, width, height, np.empty((1, height, width, 3), np.uint8), cache)[0]
-
-    def read_regions(
-        self, level: int, x: int, y: int, width: int, height: int, out: np.ndarray,
-        cache: TileCache | None = None,
-    ) -> np.ndarray:
-        """``len(out)`` regions (height, width) side by side from (x, y), into ``out``
-        (n, height, width, 3): a row of patches, each copied once. As `read_region` otherwise."""
-        page = self._pages.get(level)
+        lv = self.levels[level]
+        if level in self._pages:
+            pixels = np.empty((height, width, 3), np.uint8)
+            paint_outside(pixels, y, x, lv.height, lv.width)
+            self.read_targets(level, [Target(y, x, height, width, pixels)])
+            return pixels
         try:
-            if page is not None:
-                return page.read_regions(x, y, width, height, out, cache)
-            return self._openslide_regions(level, x, y, width, height, out)
+            rgba = np.asarray(self._osr.read_region((round(x * lv.downsample), round(y * lv.downsample)), level, (width, height)))
         except (openslide.OpenSlideError, OSError, ValueError, RuntimeError) as e:
-            if page is None:
-                # After one bad tile an OpenSlide handle can stay broken.
-                self._osr.close()
-                self._osr = openslide.OpenSlide(self.path)
-            raise SlideError(
-                self.source, f"cannot read level {level} at x={x}, y={y}: {e}"
-            ) from None
+            # After one bad tile an OpenSlide handle can stay broken.
+            self._osr.close()
+            self._osr = openslide.OpenSlide(self.path)
+            raise SlideError(self.source, f"cannot read level {level} at x={x}, y={y}: {e}") from None
+        pixels = rgba[..., :3].copy()
+        pixels[rgba[..., 3] == 0] = 255
+        return pixels
 
-    def _openslide_regions(self, level: int, x: int, y: int, width: int, height: int, out: np.ndarray) -> np.ndarray:
-        ds = self.levels[level].downsample
-        rgba = np.asarray(
-            self._osr.read_region((round(x * ds), round(y * ds)), level, (len(out) * width, height))
-        )
-        # (height, n·width, 4) → (n, height, width, 4): region k is columns [k·width, (k+1)·width).
-        rgba = rgba.reshape(height, len(out), width, 4).transpose(1, 0, 2, 3)
-        out[:] = rgba[..., :3]
-        out[rgba[..., 3] == 0] = 255
-        return out
+    def read_targets(self, level: int, targets: Sequence[Target], pool: Executor | None = None, threads: int = 1) -> None:
+        """Fill ``targets`` from the tiles of ``level``, one of `fast_levels` (`TiledPage.fill`)."""
+        try:
+            self._pages[level].fill(targets, pool, threads)
+        except OSError as e:
+            raise SlideError(self.source, f"cannot read level {level} {e}") from None
 
     def close(self) -> None:
         for page in self._pages.values():
