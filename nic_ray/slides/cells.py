@@ -39,20 +39,20 @@ def read_cells(
         targets = [Target(y * S, x * S, P, P, patch) for (y, x), patch in zip(cells.tolist(), out)]
         slide.read_targets(grid.level, targets, pool, threads)
         return out
-    runs = _runs(cells)
+    # A run of cells is one band of target pixels: (its cells' indices, x, y, width).
+    bands = [(index, int(cells[index[0], 1]) * S, int(cells[index[0], 0]) * S, (len(index) - 1) * S + P)
+             for index in _runs(cells)]
     if grid.level in slide.fast_levels:
         targets = []
-        for index in runs:
-            (y, x), span = cells[index[0]], (len(index) - 1) * S + P
-            lx, ly, lw, lh = level_box(grid, int(x) * S, int(y) * S, span, P)
-            finish = partial(_shrink_and_cut, grid, span, out, index)
-            targets.append(Target(ly, lx, lh, lw, finish=finish))
+        for index, x, y, span in bands:
+            lx, ly, lw, lh = level_box(grid, x, y, span, P)
+            targets.append(Target(ly, lx, lh, lw, finish=partial(_shrink_and_cut, grid, span, out, index)))
         slide.read_targets(grid.level, targets, pool, threads)
     else:
-        def read_run(index: np.ndarray) -> None:
-            (y, x), span = cells[index[0]], (len(index) - 1) * S + P
-            out[index] = _cut(read_target_region(slide, grid, int(x) * S, int(y) * S, span, P), S, P)
-        list((pool.map if pool is not None else map)(read_run, runs))
+        def read_band(band: tuple[np.ndarray, int, int, int]) -> None:
+            index, x, y, span = band
+            out[index] = _cut(read_target_region(slide, grid, x, y, span, P), S, P)
+        list((pool.map if pool is not None else map)(read_band, bands))
     return out
 
 

@@ -68,21 +68,21 @@ def tile_grid(
     )
 
 
+def _integer(f: float) -> int | None:
+    k = round(f)
+    return k if abs(f - k) < 1e-9 else None
+
+
 def level_box(grid: TileGrid, x: int, y: int, width: int, height: int) -> tuple[int, int, int, int]:
     """(x, y, width, height) in the pixels of the grid's level of a box in target pixels."""
-    f = grid.scale
-    k = round(f)
-    if abs(f - k) < 1e-9:
-        return x * k, y * k, width * k, height * k
+    f = _integer(grid.scale) or grid.scale
     return round(x * f), round(y * f), round(width * f), round(height * f)
 
 
 def to_target(grid: TileGrid, pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     """Level pixels of a `level_box` shrunk to the target resolution: (height, width, 3)."""
-    k = round(grid.scale)
-    if abs(grid.scale - k) < 1e-9:
-        return box_downsample(pixels, k)
-    return resize_area(pixels, height, width)
+    k = _integer(grid.scale)
+    return resize_area(pixels, height, width) if k is None else box_downsample(pixels, k)
 
 
 def read_target_region(slide: Slide, grid: TileGrid, x: int, y: int, width: int, height: int) -> np.ndarray:
