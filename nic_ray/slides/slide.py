@@ -19,7 +19,7 @@ import tifffile
 
 from nic_ray.errors import SlideError
 from nic_ray.slides.cache import SlideCache, is_remote, source_identity
-from nic_ray.slides.tiff_tiles import Target, TiledPage, paint_outside
+from nic_ray.slides.tiff_tiles import Target, TiledPage
 
 # Vendors whose levels are plain tiled TIFF pages that OpenSlide composes without overlap.
 _FAST_VENDORS = {"aperio", "generic-tiff"}
@@ -123,10 +123,9 @@ class Slide:
         """
         lv = self.levels[level]
         if level in self._pages:
-            pixels = np.empty((height, width, 3), np.uint8)
-            paint_outside(pixels, y, x, lv.height, lv.width)
-            self.read_targets(level, [Target(y, x, height, width, pixels)])
-            return pixels
+            target = Target(y, x, height, width)
+            self.read_targets(level, [target])
+            return target.pixels
         try:
             rgba = np.asarray(self._osr.read_region((round(x * lv.downsample), round(y * lv.downsample)), level, (width, height)))
         except (openslide.OpenSlideError, OSError, ValueError, RuntimeError) as e:
