@@ -62,8 +62,9 @@ def decode_pass(path: Path, cells: np.ndarray, P: int):
                       for r in range(y * P // th, (min(y * P + P, page.height) - 1) // th + 1)
                       for c in range(x * P // tw, (min(x * P + P, page.width) - 1) // tw + 1)})
     def read(tiles):
+        buffer = np.empty((th, tw, 3), np.uint8)  # as the fast path decodes: into one buffer per thread
         for r, c in tiles:
-            page.tile(r, c)
+            page.tile(r, c, buffer)
     def new_pass(pool, threads):
         parts = [touched[i::threads] for i in range(threads)]
         return lambda: list(pool.map(read, parts))

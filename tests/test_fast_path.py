@@ -6,6 +6,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
+import tifffile
 
 from nic_ray.slides import open_slide, read_cells, tile_grid
 from nic_ray.slides.synthetic import TissuePainter, write_slide
@@ -45,6 +46,24 @@ def test_cmu_slide_matches_openslide(cmu_slide):
         assert np.array_equal(slide.read_region(0, 0, 0, w, h), openslide_rgb(cmu_slide, 0, 0, 0, w, h))
 
 
+def test_sparse_tiles_read_white(tmp_path):
+    # Tiles a TIFF leaves out (byte count 0): OpenSlide shows them transparent, which reads white.
+    colours = {0: 40, 2: 120, 3: 200}
+    tiles = (np.full((256, 256, 3), colours[i], np.uint8) if i in colours else None for i in range(4))
+    path = tmp_path / "sparse.tiff"
+    tifffile.imwrite(path, tiles, shape=(512, 512, 3), dtype=np.uint8, tile=(256, 256), photometric="rgb", compression="zlib")
+    with tifffile.TiffFile(path) as tif:
+        assert tif.pages[0].databytecounts[1] == 0
+    with open_slide(path, mpp=0.5) as slide:
+        assert slide.fast_levels == (0,)
+        grid = tile_grid(slide, mpp=0.5, patch_size=192)  # cells across tiles, and wholly inside the empty one
+        cells = np.argwhere(np.ones(grid.shape, bool))
+        patches = read_cells(slide, grid, cells)
+    for (y, x), patch in zip(cells, patches):
+        assert np.array_equal(patch, openslide_rgb(path, 0, x * 192, y * 192, 192, 192)), (y, x)
+    assert (patches[1][:, 64:] == 255).all() and (patches[0] != 255).any()
+
+
 @pytest.mark.parametrize("backend,fast_levels", [("auto", (0,)), ("openslide", ())])
 def test_cmu_patches_match_openslide_per_patch(cmu_slide, backend, fast_levels):
     # A row of cells is read at once, then cut into patches: per patch, OpenSlide's pixels.
@@ -67,11 +86,11 @@ def test_threads_decode_each_cmu_tile_once(cmu_slide, threads):
         page = slide._pages[0]
         decoded, decode = Counter(), page.tile
 
-        def counted(row, col):
+        def counted(row, col, out):
             decoded.update([(row, col)])
             if row in (4, 8):  # slow in some rows: the threads' bands of tile rows end in any order
                 time.sleep(0.01)
-            return decode(row, col)
+            return decode(row, col, out)
 
         page.tile = counted
         cells = np.argwhere(np.ones(grid.shape, bool))
