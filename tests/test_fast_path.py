@@ -56,7 +56,7 @@ def test_sparse_tiles_read_white(tmp_path):
         assert tif.pages[0].databytecounts[1] == 0
     with open_slide(path, mpp=0.5) as slide:
         assert slide.fast_levels == (0,)
-        grid = tile_grid(slide, mpp=0.5, patch_size=192)  # cells across tiles, and wholly inside the empty one
+        grid = tile_grid(slide, mpp=0.5, patch_size=192)  # cells across the empty tile's edges, and within it
         cells = np.argwhere(np.ones(grid.shape, bool))
         patches = read_cells(slide, grid, cells)
     for (y, x), patch in zip(cells, patches):

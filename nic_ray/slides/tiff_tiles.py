@@ -64,7 +64,8 @@ class TiledPage:
         self._jpeg = page.compression == tifffile.COMPRESSION.JPEG
         self._jpegtables = page.jpegtables
         # RGB JPEG is decoded straight into the caller's buffer (tifffile's decode makes a new array
-        # per tile), in the colours tifffile would choose: Aperio's has no JFIF marker to say RGB.
+        # per tile), in the colours tifffile's jpeg_decode_colorspace (not public) chooses for such a
+        # page: RGB kept as RGB where no JFIF marker says YCbCr, as in Aperio's.
         self._jpeg_rgb = self._jpeg and page.samplesperpixel == 3
         rgb = page.photometric == tifffile.PHOTOMETRIC.RGB and not page.is_jfif
         self._jpeg_colorspace = tifffile.PHOTOMETRIC.RGB if rgb else None
