@@ -5,8 +5,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from nic_ray.slides.samples import data_dir
-from nic_ray.slides.synthetic import TissuePainter, write_slide
+from nic_ray.datasets.samples import data_dir
+from nic_ray.datasets.synthetic import TissuePainter, write_slide
 
 
 def tissue_slide(size: int, seed: int = 0, tissue: float = 0.5, mpp: float = 0.5) -> Path:

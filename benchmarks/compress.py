@@ -31,16 +31,15 @@ import numpy as np
 import openslide
 import psutil
 import ray
+from _slides import tissue_slide
 
 from nic_ray.compress import compress
 from nic_ray.compress.encode import EncodeBlocks
 from nic_ray.compress.stages import Settings
-from nic_ray.compress.store import CHUNK, block_origins
 from nic_ray.cpu_memory import reuse_freed_memory
 from nic_ray.encoders import load_encoder
 from nic_ray.slides import open_slide, read_cells, tile_grid, tissue_fraction
-
-from _slides import tissue_slide
+from nic_ray.store.store import CHUNK, block_origins
 
 CORES = os.cpu_count() or 1
 THRESHOLD = 26  # 10% tissue, as compress does by default
@@ -102,8 +101,14 @@ def timed_compress(name: str, slides: list[Path]) -> float:
     wait_for_actors_to_exit()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        result = compress([str(p) for p in slides], f"{tmp}/store.zarr", encoder=name,
-                          encoders=CORES, cpus_per_encoder=1, progress=False)
+        result = compress(
+            [str(p) for p in slides],
+            f"{tmp}/store.zarr",
+            encoder=name,
+            encoders=CORES,
+            cpus_per_encoder=1,
+            progress=False,
+        )
         seconds = time.perf_counter() - start
     assert result.ok, result.report
     return seconds
@@ -118,7 +123,9 @@ def plain_loop_rate(name: str, slides: list[Path], blocks: dict, limit: int) -> 
         with openslide.OpenSlide(str(path)) as osr:
             for cells in blocks[path]:
                 for y, x in cells:
-                    batch.append(np.asarray(osr.read_region((int(x) * 128, int(y) * 128), 0, (128, 128)).convert("RGB")))
+                    batch.append(
+                        np.asarray(osr.read_region((int(x) * 128, int(y) * 128), 0, (128, 128)).convert("RGB"))
+                    )
                     if len(batch) == 256:
                         enc.encode(np.stack(batch))
                         n, batch = n + 256, []
@@ -173,8 +180,11 @@ def main() -> None:
     big = tissue_slide(args.size * 2, seed=100)
     blocks = {p: tissue_blocks(p) for p in slides}
     n_tiles = sum(len(c) for b in blocks.values() for c in b)
-    print(f"{len(slides)} slides of {args.size}² px at 0.5 µm/px: {n_tiles:,} tissue tiles "
-          f"({n_tiles / (len(slides) * (args.size // 128) ** 2):.0%} of cells); {CORES} cores", flush=True)
+    print(
+        f"{len(slides)} slides of {args.size}² px at 0.5 µm/px: {n_tiles:,} tissue tiles "
+        f"({n_tiles / (len(slides) * (args.size // 128) ** 2):.0%} of cells); {CORES} cores",
+        flush=True,
+    )
     with open_slide(slides[0]) as s:
         sample = read_cells(s, tile_grid(s), np.concatenate(blocks[slides[0]])[:4096])
 
@@ -197,13 +207,24 @@ def main() -> None:
         # The rate past start-up (actors loading torch, the first plans): what an archive of
         # thousands of slides sees.
         steady = (n_tiles - first) / (t_all - t1)
-        results[name] = {"a_decode": [before[0], after[0]], "b_encoder": [before[1], after[1]], "c_compress": c,
-                         "c_steady": steady, "start_up_s": t1 - first / steady, "d_plain": d,
-                         "c_over_min_ab": c / min(a, b), "steady_over_min_ab": steady / min(a, b), "c_over_d": c / d}
-        print(f"{name:9} (a) decode {before[0]:,.0f}→{after[0]:,.0f}/s  (b) encoder {before[1]:,.0f}→{after[1]:,.0f}/s  "
-              f"(c) compress {c:,.0f}/s [{steady:,.0f}/s past {t1 - first / steady:.1f} s of start-up]  "
-              f"(d) plain loop {d:,.0f}/s  c/min(a,b) {c / min(a, b):.2f} [{steady / min(a, b):.2f}]  "
-              f"c/d {c / d:.1f} [{steady / d:.1f}]", flush=True)
+        results[name] = {
+            "a_decode": [before[0], after[0]],
+            "b_encoder": [before[1], after[1]],
+            "c_compress": c,
+            "c_steady": steady,
+            "start_up_s": t1 - first / steady,
+            "d_plain": d,
+            "c_over_min_ab": c / min(a, b),
+            "steady_over_min_ab": steady / min(a, b),
+            "c_over_d": c / d,
+        }
+        print(
+            f"{name:9} (a) decode {before[0]:,.0f}→{after[0]:,.0f}/s  (b) encoder {before[1]:,.0f}→{after[1]:,.0f}/s  "
+            f"(c) compress {c:,.0f}/s [{steady:,.0f}/s past {t1 - first / steady:.1f} s of start-up]  "
+            f"(d) plain loop {d:,.0f}/s  c/min(a,b) {c / min(a, b):.2f} [{steady / min(a, b):.2f}]  "
+            f"c/d {c / d:.1f} [{steady / d:.1f}]",
+            flush=True,
+        )
 
     memory = {}
     for label, path in (("1x", slides[0]), ("4x", big)):
@@ -212,8 +233,10 @@ def main() -> None:
             assert compress([str(path)], f"{tmp}/m.zarr", encoder="mean-rgb", progress=False).ok
         memory[label] = mem.max_mb()
     results["worker_peak_mb"] = memory
-    print(f"peak worker RSS: {memory['1x']:.0f} MB for {args.size}², {memory['4x']:.0f} MB for {args.size * 2}² "
-          f"(+{memory['4x'] / memory['1x'] - 1:.1%} for 4× the area)")
+    print(
+        f"peak worker RSS: {memory['1x']:.0f} MB for {args.size}², {memory['4x']:.0f} MB for {args.size * 2}² "
+        f"(+{memory['4x'] / memory['1x'] - 1:.1%} for 4× the area)"
+    )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
 

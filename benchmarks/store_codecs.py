@@ -24,15 +24,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import zarr
+from train import bench_store
 from zarr.codecs import ZstdCodec
 
-from nic_ray.compress.store import EMBEDDINGS_CODEC
 from nic_ray.cpu_memory import reuse_freed_memory
+from nic_ray.datasets.synthetic_task import digit_patches
 from nic_ray.encoders import create_encoder
-from nic_ray.slides.synthetic_task import digit_patches
+from nic_ray.store.store import EMBEDDINGS_CODEC
 from nic_ray.train.dataset import CropDataset, CropLoader, Draws
-
-from train import bench_store
 
 CODECS = {"zstd": ZstdCodec(), "lz4-shuffle": EMBEDDINGS_CODEC, "none": None}
 
@@ -54,16 +53,25 @@ def rewrite(source: str, target: Path, codec) -> int:
         out = copy.create_group(f"slides/{slide_id}", attributes=dict(slide.attrs))
         for name, array in slide.arrays():
             compressors = codec if name == "embeddings" else array.compressors
-            written = out.create_array(name, data=array[:], chunks=array.chunks, compressors=compressors,
-                                       dimension_names=array.metadata.dimension_names)
+            written = out.create_array(
+                name,
+                data=array[:],
+                chunks=array.chunks,
+                compressors=compressors,
+                dimension_names=array.metadata.dimension_names,
+            )
             stored += written.nbytes_stored() if name == "embeddings" else 0
     return stored
 
 
 def loader_rate(url: str, batches: int) -> float:
     ids = [f"g{i}" for i in range(6)]
-    loader = CropLoader(CropDataset(url, ids, {"y": np.arange(6) % 2}, 400), Draws(np.full(6, 1 / 6), 10**6, seed=0),
-                        batch_size=8, workers=2)
+    loader = CropLoader(
+        CropDataset(url, ids, {"y": np.arange(6) % 2}, 400),
+        Draws(np.full(6, 1 / 6), 10**6, seed=0),
+        batch_size=8,
+        workers=2,
+    )
     crops = iter(loader)
     for _ in range(3):  # read-ahead filled
         next(crops)
@@ -83,8 +91,9 @@ def main() -> None:
     raw = chunk.nbytes
     result: dict = {name: {} for name in CODECS}
     for name, codec in CODECS.items():
-        array = zarr.create_array(zarr.storage.MemoryStore(), shape=chunk.shape, chunks=chunk.shape, dtype="float16",
-                                  compressors=codec)
+        array = zarr.create_array(
+            zarr.storage.MemoryStore(), shape=chunk.shape, chunks=chunk.shape, dtype="float16", compressors=codec
+        )
         array[:] = chunk
         start, repeats = time.perf_counter(), 50
         for _ in range(repeats):

@@ -30,9 +30,9 @@ import time
 import numpy as np
 import torch
 
-from nic_ray.compress.store import CHUNK, Store, StoreConfig, write_block
 from nic_ray.cpu_memory import reuse_freed_memory
-from nic_ray.slides.samples import data_dir
+from nic_ray.datasets.samples import data_dir
+from nic_ray.store.store import CHUNK, Store, StoreConfig, write_block
 from nic_ray.train.dataset import CropDataset, CropLoader, Draws
 from nic_ray.train.losses import task_loss
 from nic_ray.train.nic_cnn import NICNet
@@ -57,7 +57,7 @@ def bench_store(slides: int, cells: int) -> str:
         for y0, x0 in itertools.product(range(0, cells, CHUNK), range(0, cells, CHUNK)):
             h, w = min(CHUNK, cells - y0), min(CHUNK, cells - x0)
             block = rng.standard_normal((1, CODE, h, w)).astype(np.float16)
-            write_block(str(path), slide_id, shape, y0, x0, block * (tissue[y0:y0 + h, x0:x0 + w] > 0))
+            write_block(str(path), slide_id, shape, y0, x0, block * (tissue[y0 : y0 + h, x0 : x0 + w] > 0))
         store.mark_complete(slide_id)
     return str(path)
 
@@ -115,8 +115,13 @@ def main() -> None:
     loader_cpu = (time.process_time() - cpu) / (2 * args.steps * args.batch)
 
     result = {
-        "crop": args.crop, "batch": args.batch, "code_size": CODE, "loader_threads": args.loader_workers,
-        "loader_crops_per_s": round(loader_rate, 1), "loader_core_s_per_crop": round(loader_cpu, 3), "goal": ">= 0.9",
+        "crop": args.crop,
+        "batch": args.batch,
+        "code_size": CODE,
+        "loader_threads": args.loader_workers,
+        "loader_crops_per_s": round(loader_rate, 1),
+        "loader_core_s_per_crop": round(loader_cpu, 3),
+        "goal": ">= 0.9",
     }
     for threads in sorted({1, os.cpu_count()}):
         torch.set_num_threads(threads)
@@ -128,13 +133,18 @@ def main() -> None:
             rates["store"].append(train_steps(net, optimizer, batches, args.steps, untimed=args.loader_workers + 1))
             wait_until_idle()
             rates["memory"].append(train_steps(net, optimizer, iter(in_memory), args.steps))
-            print(f"step on {threads} thread(s), round {r + 1}: store {rates['store'][-1]:.3f} steps/s, "
-                  f"memory {rates['memory'][-1]:.3f} steps/s", flush=True)
+            print(
+                f"step on {threads} thread(s), round {r + 1}: store {rates['store'][-1]:.3f} steps/s, "
+                f"memory {rates['memory'][-1]:.3f} steps/s",
+                flush=True,
+            )
         store, memory = statistics.median(rates["store"]), statistics.median(rates["memory"])
         step_cpu = threads / (memory * args.batch)
         layout = result[f"step_threads_{threads}"] = {
-            "store_steps_per_s": round(store, 3), "memory_steps_per_s": round(memory, 3),
-            "store_over_memory": round(store / memory, 3), "step_core_s_per_crop": round(step_cpu, 3),
+            "store_steps_per_s": round(store, 3),
+            "memory_steps_per_s": round(memory, 3),
+            "store_over_memory": round(store / memory, 3),
+            "step_core_s_per_crop": round(step_cpu, 3),
         }
         if threads == os.cpu_count():
             # The step takes every core, so the loader's CPU comes out of the step's: the store

@@ -1,4 +1,8 @@
-"""The ``nic-ray`` command. Each subcommand is a thin layer over a Python function."""
+"""The ``nic-ray`` command. Each subcommand is a thin layer over a Python function.
+
+Light by design: building the parser imports only the option dataclasses (no torch, no Ray);
+a subcommand imports what it runs when it runs.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,12 @@ import os
 import sys
 from pathlib import Path
 
+from nic_ray.compress.options import CompressOptions
+from nic_ray.encoder_training.options import EncoderOptions, ProbeOptions
 from nic_ray.errors import NicError
+from nic_ray.options import add_flags, options_of
+from nic_ray.runtime.resources import Resources
+from nic_ray.train.options import EvaluateOptions, TestTimeOptions, TrainOptions
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -17,8 +26,10 @@ def _demo(args: argparse.Namespace) -> int:
     summary = run_demo(args.out, n_slides=args.slides)
     print(summary["report"])
     print(f"labels (class of the tilted rectangle): {summary['labels']}")
-    print(f"{summary['shown']}: level {summary['level']} at {summary['mpp']} µm/px, grid "
-          f"{summary['grid'][0]}×{summary['grid'][1]}, {summary['tissue_cells']} tissue cells (# below)")
+    print(
+        f"{summary['shown']}: level {summary['level']} at {summary['mpp']} µm/px, grid "
+        f"{summary['grid'][0]}×{summary['grid'][1]}, {summary['tissue_cells']} tissue cells (# below)"
+    )
     print(summary["tissue_map"])
     print(f"store: {summary['store']} (nic-ray status {summary['store']})")
     print(f"compressed grid (mean-rgb, one cell = 8 px): {summary['grid_png']}")
@@ -44,31 +55,17 @@ def _slide_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _resource(text: str) -> tuple[str, float]:
-    name, _, amount = text.partition("=")
-    try:
-        return name, float(amount or 1)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected NAME=AMOUNT, not {text!r}") from None
-
-
 def _compress(args: argparse.Namespace) -> int:
     from nic_ray.compress import compress
 
-    result = compress(
-        args.sources, args.store, encoder=args.encoder, mpp=args.mpp, patch_size=args.patch_size, stride=args.stride,
-        orientations=args.orientations, encoders=args.encoders, gpus_per_encoder=args.gpus_per_encoder,
-        cpus_per_encoder=args.cpus_per_encoder,
-        encoder_resources=dict(args.encoder_resource),
-        batch_size=args.batch_size, tissue_threshold=args.tissue_threshold, overwrite=args.overwrite,
-    )
+    result = compress(args.sources, args.store, **options_of(args, CompressOptions))
     print(result.report)
     print(f"report: {args.store}/runs/{result.run_id}/report.parquet")
     return 0 if result.ok else 1
 
 
 def _status(args: argparse.Namespace) -> int:
-    from nic_ray.compress import Store
+    from nic_ray.store import Store
 
     store = Store.open(args.store)
     print(f"{args.store}: {store.config.describe()}")
@@ -85,10 +82,11 @@ def _status(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from nic_ray.train import train
 
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "store", "labels", "task", "out")}
-    result = train(args.store, args.labels, args.task, args.out, **options)
-    for name, ids in (("in the table but not complete in the store", result.not_in_store),
-                      ("complete in the store but not in the table", result.not_in_table)):
+    result = train(args.store, args.labels, args.task, args.out, **options_of(args, TrainOptions, Resources))
+    for name, ids in (
+        ("in the table but not complete in the store", result.not_in_store),
+        ("complete in the store but not in the table", result.not_in_table),
+    ):
         if ids:
             print(f"{len(ids)} slides {name} (left out): {', '.join(ids[:5])}{' …' if len(ids) > 5 else ''}")
     for part, best in result.parts.items():
@@ -101,7 +99,7 @@ def _train(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from nic_ray.train import predict
 
-    table = predict(args.run, args.store, slides=args.slides, out=args.out, crops=args.crops, views=args.views)
+    table = predict(args.run, args.store, slides=args.slides, out=args.out, **options_of(args, TestTimeOptions))
     print(f"{table.num_rows} slides predicted: {args.out}")
     return 0
 
@@ -109,24 +107,16 @@ def _predict(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from nic_ray.train import evaluate, format_evaluation
 
-    table = evaluate(args.run, args.store, args.labels, out=args.out, crops=args.crops, views=args.views,
-                     resamples=args.resamples)
+    table = evaluate(args.run, args.store, args.labels, out=args.out, **options_of(args, EvaluateOptions))
     print(format_evaluation(table))
     print(f"written: {args.out or args.run + '/evaluation.parquet'}")
     return 0
 
 
-def _test_time_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--crops", type=int, default=10, help="crops per slide at evenly spaced tissue positions (default: 10)")
-    parser.add_argument("--views", type=int, choices=range(1, 9), default=8, metavar="1..8",
-                        help="dihedral views of each crop (default: 8)")
-
-
 def _train_parser(sub) -> None:
-    from nic_ray.train.trainer import Resources, TrainOptions
-
     train = sub.add_parser(
-        "train", help="train a slide-level CNN on a store and a label table (Ray Train)",
+        "train",
+        help="train a slide-level CNN on a store and a label table (Ray Train)",
         description="Tasks are NAME:TYPE:COLUMNS with TYPE binary, multiclass, regression or survival, e.g. "
         "--task grade:multiclass:grade --task os:survival:time,event. Slides are split by the table's split "
         "column (train/val/test), its fold column, or --folds seeded folds (test f, validation f+1, train the rest). "
@@ -136,46 +126,20 @@ def _train_parser(sub) -> None:
     train.add_argument("--labels", required=True, help="CSV or Parquet with slide_id and the task columns")
     train.add_argument("--task", required=True, action="append", metavar="NAME:TYPE:COLUMNS")
     train.add_argument("--out", required=True, help="the run directory, local or s3://")
-    helps = {
-        "epochs": "most epochs", "batch_size": "crops per step, all workers together",
-        "steps_per_epoch": "0: training slides / batch size", "crop_size": "crop side in grid cells",
-        "width": "CNN filters", "strides": "CNN layer strides (their count is the depth)", "dropout": "spatial dropout",
-        "lr": "Adam learning rate", "min_lr": "floor of the learning rate", "lr_patience": "epochs without "
-        "improvement before the learning rate is divided by 3", "patience": "epochs without improvement before "
-        "stopping", "weight_decay": "L2 penalty", "grid_dihedral": "random dihedral transform of each crop (0/1)",
-        "balance": "task whose classes batches balance (default: the first classification task)",
-        "val_crops": "crops per validation slide", "val_views": "dihedral views per validation crop",
-        "folds": "cross-validation folds without a split or fold column", "seed": "seed of folds and sampling",
-        "loader_workers": "crop-reading threads per worker", **_RESOURCE_HELPS,
-    }
-    _option_flags(train, (TrainOptions, Resources), helps)
+    add_flags(train, TrainOptions, Resources)
     train.set_defaults(handler=_train)
 
 
-def _option_flags(parser: argparse.ArgumentParser, dataclasses: tuple, helps: dict[str, str]) -> None:
-    """A flag for each field of ``dataclasses`` (option sets of a Python function), with its default."""
-    for dataclass in dataclasses:
-        for name, default in vars(dataclass()).items():
-            flag = "--" + name.replace("_", "-")
-            if isinstance(default, tuple):
-                parser.add_argument(flag, type=int, nargs="+", default=default, help=f"{helps[name]} (default: {' '.join(map(str, default))})")
-            else:
-                kind = (lambda v: bool(int(v))) if isinstance(default, bool) else type(default)
-                parser.add_argument(flag, type=kind, default=default, help=f"{helps[name]} (default: {default})")
-
-
-_RESOURCE_HELPS = {
-    "workers": "Ray Train workers", "gpus_per_worker": "0 = CPU", "cpus_per_worker": "CPUs per worker",
-    "max_failures": "worker-group restarts from the last checkpoint",
-}
-
-
 def _train_encoder(args: argparse.Namespace) -> int:
-    from nic_ray.encoders.training import train_encoder
+    from nic_ray.encoder_training import train_encoder
 
-    tasks = dict(args.task or [])
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "handler", "method", "slides", "task", "out")}
-    result = train_encoder(args.method, args.out, slides=args.slides, tasks=tasks, **options)
+    result = train_encoder(
+        args.method,
+        args.out,
+        slides=args.slides,
+        tasks=dict(args.task or []),
+        **options_of(args, EncoderOptions, Resources),
+    )
     for slide, why in result.left_out.items():
         print(f"left out {slide}: {why}")
     last = result.history[-1]
@@ -193,11 +157,11 @@ def _task_source(text: str) -> tuple[str, str]:
 
 
 def _probe_encoder(args: argparse.Namespace) -> int:
-    from nic_ray.encoders.patches import load_patch_set
-    from nic_ray.encoders.probe import format_probes, probe_encoder
+    from nic_ray.encoder_training.patches import load_patch_set
+    from nic_ray.encoder_training.probe import format_probes, probe_encoder
 
     patches = load_patch_set(args.patches, args.mpp, args.patch_size)
-    results = [probe_encoder(e, patches, args.test_fraction, args.seed, args.classifier) for e in args.encoder]
+    results = [probe_encoder(e, patches, **options_of(args, ProbeOptions)) for e in args.encoder]
     print(format_probes(results))
     if args.out:
         Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
@@ -205,47 +169,40 @@ def _probe_encoder(args: argparse.Namespace) -> int:
 
 
 def _encoder_parsers(sub) -> None:
-    from nic_ray.encoders.objectives import list_objectives
-    from nic_ray.encoders.training import EncoderOptions
-    from nic_ray.train.trainer import Resources
-
     train = sub.add_parser(
-        "train-encoder", help="train a NIC encoder (VAE, contrastive, BiGAN from slides; multitask from patch sets)",
+        "train-encoder",
+        help="train a NIC encoder (VAE, contrastive, BiGAN from slides; multitask from patch sets)",
         description="Unsupervised methods sample tissue patches from --slides (files, folders, globs, s3:// "
         "prefixes, manifests). Multitask trains one head per --task NAME=PATCHES, an image folder (one "
         "sub-folder a class) or a table of url, x, y, label. Run again with the same --out to resume.",
     )
-    train.add_argument("--method", required=True, choices=list_objectives())
+    train.add_argument(
+        "--method", required=True, help="vae, contrastive or bigan (from --slides); multitask (from --task)"
+    )
     train.add_argument("--slides", nargs="+", metavar="SOURCE")
     train.add_argument("--task", action="append", type=_task_source, metavar="NAME=PATCHES")
     train.add_argument("--out", required=True, help="the run directory; the encoder is written to OUT/encoder")
-    helps = {
-        "code_size": "code length C", "width": "encoder filters", "epochs": "epochs",
-        "batch_size": "patches per step, all workers together", "steps_per_epoch": "multitask: 0 = a pass over the "
-        "largest task", "lr": "Adam learning rate", "augment": "augmentation strength (0 = none)",
-        "gamma": "VAE: weight of the KL term", "mpp": "µm/px of the patches", "patch_size": "patch side in px",
-        "per_slide": "patches sampled per slide", "tissue": "tissue fraction of a cell to sample it",
-        "seed": "seed of weights, sampling and augmentation", "loader_workers": "batches read ahead per worker",
-        **_RESOURCE_HELPS,
-    }
-    _option_flags(train, (EncoderOptions, Resources), helps)
+    add_flags(train, EncoderOptions, Resources)
     train.set_defaults(handler=_train_encoder)
 
-    probe = sub.add_parser("probe-encoder", help="held-out accuracy of a classifier on frozen encoders' codes of a labelled patch set")
+    probe = sub.add_parser(
+        "probe-encoder", help="held-out accuracy of a classifier on frozen encoders' codes of a labelled patch set"
+    )
     probe.add_argument("--encoder", nargs="+", required=True, help="names, checkpoint directories or import paths")
-    probe.add_argument("--patches", required=True, help="an image folder (one sub-folder a class) or a table of url, x, y, label")
+    probe.add_argument(
+        "--patches", required=True, help="an image folder (one sub-folder a class) or a table of url, x, y, label"
+    )
     probe.add_argument("--mpp", type=float, default=0.5, help="µm/px of patches read from slides (default: 0.5)")
     probe.add_argument("--patch-size", type=int, default=128, help="(default: 128)")
-    probe.add_argument("--test-fraction", type=float, default=0.3, help="held out, stratified (default: 0.3)")
-    probe.add_argument("--seed", type=int, default=0, help="(default: 0)")
-    probe.add_argument("--classifier", choices=("mlp", "linear"), default="mlp",
-                       help="on the frozen codes: an MLP of 64 hidden units, or a logistic regression (default: mlp)")
+    add_flags(probe, ProbeOptions)
     probe.add_argument("--out", help="also write the results as JSON")
     probe.set_defaults(handler=_probe_encoder)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="nic-ray", description="Neural Image Compression of whole-slide images on Ray.")
+    parser = argparse.ArgumentParser(
+        prog="nic-ray", description="Neural Image Compression of whole-slide images on Ray."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     demo = sub.add_parser("demo", help="write synthetic slides, compress them on an embedded Ray, show one grid")
@@ -254,26 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(handler=_demo)
 
     comp = sub.add_parser(
-        "compress", help="compress slides into a store of grids (resumable; only new or changed slides are done)",
+        "compress",
+        help="compress slides into a store of grids (resumable; only new or changed slides are done)",
         description="SOURCE is a slide file, a directory or s3:// prefix, a glob, or a CSV/Parquet manifest "
         "with a url column (optional slide_id, mpp). Exit 0 when every slide is complete, 1 when some failed.",
     )
     comp.add_argument("sources", nargs="+", metavar="SOURCE")
     comp.add_argument("--store", required=True, help="the store: a local path or s3:// URL")
-    comp.add_argument("--encoder", default="mean-rgb", help="mean-rgb, nic, a checkpoint dir, or package.module:factory")
-    comp.add_argument("--mpp", type=float, help="µm/px to compress at (default: the encoder's)")
-    comp.add_argument("--patch-size", type=int, help="patch size (default: the encoder's)")
-    comp.add_argument("--stride", type=int, help="default: the patch size")
-    comp.add_argument("--orientations", type=int, choices=(1, 8), default=1, help="8: every tile in all 8 dihedral orientations")
-    comp.add_argument("--encoders", type=int, default=1, help="encoder actors (default: 1; on CPUs give one per core but one, e.g. 15 on 16 cores)")
-    comp.add_argument("--gpus-per-encoder", type=float, default=0, help="GPUs per encoder actor; 0 = CPU (default)")
-    comp.add_argument("--cpus-per-encoder", type=float, default=1,
-                      help="CPUs per encoder actor: its decoding threads, and torch threads on CPU (default: 1)")
-    comp.add_argument("--encoder-resource", type=_resource, action="append", default=[], metavar="NAME=AMOUNT",
-                      help="a custom Ray resource each encoder actor needs (pins encoders to such nodes); repeatable")
-    comp.add_argument("--batch-size", type=int, default=256, help="tiles per encoder batch (default: 256)")
-    comp.add_argument("--tissue-threshold", type=float, default=0.1, help="tissue fraction of a cell to encode it (default: 0.1)")
-    comp.add_argument("--overwrite", action="store_true", help="redo slides that are complete already")
+    add_flags(comp, CompressOptions)
     comp.set_defaults(handler=_compress)
 
     status = sub.add_parser("status", help="the slides of a store: status, grid size, tissue tiles")
@@ -288,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     pred.add_argument("--store", required=True)
     pred.add_argument("--slides", help="a table whose slide_id column picks the slides (default: every complete slide)")
     pred.add_argument("--out", required=True, help="the Parquet file to write")
-    _test_time_options(pred)
+    add_flags(pred, TestTimeOptions)
     pred.set_defaults(handler=_predict)
 
     ev = sub.add_parser("evaluate", help="metrics of a trained run on labelled slides, with bootstrap 95%% intervals")
@@ -296,8 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--store", required=True)
     ev.add_argument("--labels", required=True)
     ev.add_argument("--out", help="the Parquet file to write (default: RUN/evaluation.parquet)")
-    ev.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default: 1000)")
-    _test_time_options(ev)
+    add_flags(ev, EvaluateOptions)
     ev.set_defaults(handler=_evaluate)
 
     info = sub.add_parser("slide-info", help="levels, µm/px, level choice, grid and tissue of one slide")
@@ -306,7 +250,9 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument("--mpp-override", type=float, help="the slide's level-0 µm/px, if the file lacks or misstates it")
     info.add_argument("--patch-size", type=int, default=128)
     info.add_argument("--stride", type=int, help="default: the patch size")
-    info.add_argument("--tissue-threshold", type=float, default=0.1, help="tissue fraction of a tissue cell (default: 0.1)")
+    info.add_argument(
+        "--tissue-threshold", type=float, default=0.1, help="tissue fraction of a tissue cell (default: 0.1)"
+    )
     info.set_defaults(handler=_slide_info)
     return parser
 

@@ -40,4 +40,7 @@ def reuse_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     # One arena: threads started after this call share the main one, which keeps freed memory.
-    return all(mallopt(option, value) for option, value in ((_M_MMAP_THRESHOLD, _KEEP), (_M_TRIM_THRESHOLD, _KEEP), (_M_ARENA_MAX, 1)))
+    return all(
+        mallopt(option, value)
+        for option, value in ((_M_MMAP_THRESHOLD, _KEEP), (_M_TRIM_THRESHOLD, _KEEP), (_M_ARENA_MAX, 1))
+    )

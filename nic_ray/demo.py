@@ -13,9 +13,10 @@ from pathlib import Path
 import imagecodecs
 import numpy as np
 
-from nic_ray.compress import Store, compress
-from nic_ray.slides.synthetic import write_slide
-from nic_ray.slides.synthetic_task import nic_synthetic_case
+from nic_ray.compress import compress
+from nic_ray.datasets.synthetic import write_slide
+from nic_ray.datasets.synthetic_task import nic_synthetic_case
+from nic_ray.store import Store
 
 
 def run_demo(out: str | Path = "demo-out", n_slides: int = 3, size: int = 4096, seed: int = 0) -> dict:
@@ -25,7 +26,9 @@ def run_demo(out: str | Path = "demo-out", n_slides: int = 3, size: int = 4096, 
     labels = {}
     for i in range(n_slides):
         path = out / "slides" / f"synthetic-{i:03d}.svs"
-        case = nic_synthetic_case(size=(size, size), n_digits=size // 32, rect_size=(1024, 640), digit_px=128, seed=seed + i)
+        case = nic_synthetic_case(
+            size=(size, size), n_digits=size // 32, rect_size=(1024, 640), digit_px=128, seed=seed + i
+        )
         if not path.exists():
             write_slide(path, case.image, mpp=0.25, format="svs", tile=240, downsamples=(1, 2, 8))
         labels[path.stem] = case.label

@@ -24,8 +24,9 @@ def cluster_capacity() -> dict[str, float]:
     return ray._private.state.state.get_max_resources_from_cluster_config() or ray.cluster_resources()
 
 
-def require_resources(who: str, each: dict[str, float], count: int = 1,
-                      besides: tuple[str, dict[str, float]] = ("", {})) -> None:
+def require_resources(
+    who: str, each: dict[str, float], count: int = 1, besides: tuple[str, dict[str, float]] = ("", {})
+) -> None:
     """Refuse at once when the cluster can never hold ``count`` ``who``s needing ``each`` apiece
     and, beside them, ``besides`` = (what for, resources).
 
@@ -45,3 +46,17 @@ def require_resources(who: str, each: dict[str, float], count: int = 1,
             asked += f" and {more:g} for {what_for}: {count * one + more:g} {name}"
         hint = "ask for 0 GPUs to run on CPU" if name == "GPU" else f"ask for fewer {who}s or fewer {name}s each"
         raise NicError(f"{asked}, but the Ray cluster has at most {have.get(name, 0):g}; {hint}")
+
+
+def fitting_count(each: dict[str, float], besides: tuple[str, dict[str, float]] = ("", {})) -> int:
+    """How many holders of ``each`` the cluster can hold beside ``besides`` (at least 1; whether
+    one fits is `require_resources`' to say).
+
+    Example::
+
+        fitting_count({"CPU": 1}, besides=("planning slides", {"CPU": 1}))  # 15 on 16 CPUs
+    """
+    ensure_ray()
+    have, extra = cluster_capacity(), besides[1]
+    counts = [(have.get(name, 0) - extra.get(name, 0)) // amount for name, amount in each.items() if amount > 0]
+    return max(1, int(min(counts, default=1)))

@@ -11,8 +11,8 @@ import openslide
 import psutil
 import pytest
 
-from nic_ray.slides.samples import cmu_small_region
-from nic_ray.train.run_files import RunFiles
+from nic_ray.datasets.samples import cmu_small_region
+from nic_ray.runtime.run_files import RunFiles
 
 
 def openslide_rgb(path, level: int, x: int, y: int, width: int, height: int) -> np.ndarray:
@@ -50,9 +50,15 @@ def s3_endpoint():
     server.start()
     host, port = server.get_host_and_port()
     url = f"http://{host}:{port}"
-    saved = {k: os.environ.get(k) for k in ("FSSPEC_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")}
+    saved = {
+        k: os.environ.get(k)
+        for k in ("FSSPEC_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
+    }
     os.environ.update(
-        FSSPEC_S3_ENDPOINT_URL=url, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1"
+        FSSPEC_S3_ENDPOINT_URL=url,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
     )
     # fsspec reads FSSPEC_* variables at import; the variable is for processes started later.
     fsspec.config.conf.setdefault("s3", {})["endpoint_url"] = url
@@ -100,4 +106,4 @@ def wait_for_checkpoints(run, count: int, part: str = "single", timeout: float =
     while len(checkpoints(run, part)) < count:
         assert time.time() < deadline, "no checkpoints appeared"
         time.sleep(0.2)
-    time.sleep(3)  # a crash right after a report can lose that checkpoint (FIELD-NOTES)
+    time.sleep(3)  # a crash right after a report can lose that checkpoint (docs/design.md, fault model)

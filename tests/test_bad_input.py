@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from nic_ray.cli import main
+from nic_ray.datasets.synthetic import TissuePainter, write_slide
 from nic_ray.errors import SlideError
 from nic_ray.slides import open_slide, read_cells, tile_grid
-from nic_ray.slides.synthetic import TissuePainter, write_slide
 
 
 @pytest.fixture

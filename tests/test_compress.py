@@ -13,10 +13,11 @@ import torch
 import zarr
 
 from nic_ray.cli import main
-from nic_ray.compress import Store, StoreError, compress
-from nic_ray.errors import NicError
+from nic_ray.compress import compress
+from nic_ray.datasets.synthetic import TissuePainter, write_slide
 from nic_ray.encoders import load_encoder
-from nic_ray.slides.synthetic import TissuePainter, write_slide
+from nic_ray.errors import NicError
+from nic_ray.store import Store, StoreError
 from tests.conftest import cell_colours, openslide_rgb
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -84,6 +85,17 @@ def test_eight_orientations_and_cell_placement(archive, tmp_path):
     for o in range(8):
         ref = reference_codes(encoder, archive / "colours.tiff", 0, cells, orientation=o)
         np.testing.assert_allclose(grid[o][:, cells[:, 0], cells[:, 1]].T, ref, rtol=2e-3, atol=2e-3)
+    # Cells of texture tell the orientations apart: each is the encoder on the turned patch.
+    assert compress([str(archive / "tissue-b.tiff")], url, encoder="nic", orientations=8, progress=False).ok
+    textured = Store.open(url).read_embeddings("tissue-b").astype(np.float32)
+    cells = np.argwhere(Store.open(url).read_tissue("tissue-b") >= 26)[::7][:6]
+    for o in range(8):
+        ref = reference_codes(encoder, archive / "tissue-b.tiff", 0, cells, orientation=o)
+        got = textured[o][:, cells[:, 0], cells[:, 1]].T
+        np.testing.assert_allclose(got, ref, rtol=2e-3, atol=2e-3)
+        if o:
+            # Not within the tolerance of the identity: at this tolerance the test tells o apart.
+            assert not np.allclose(got, textured[0][:, cells[:, 0], cells[:, 1]].T, rtol=2e-3, atol=2e-3)
     # Placement: mean-rgb of every full cell is that cell's colour.
     means = Store.open(tmp_path / "rgb.zarr").read_embeddings("colours", 0).astype(np.float32)
     np.testing.assert_allclose(means[:, :4, :3].transpose(1, 2, 0), cell_colours(5, 4)[:4, :3] / 255, atol=1e-3)
@@ -216,24 +228,72 @@ def test_encoders_the_cluster_cannot_hold_and_bad_options_are_refused(archive, t
     """The session's Ray has 4 CPUs: 4 encoders of 1 CPU leave none to the planning tasks, which
     Ray Data would wait for for ever. Refused at once, before a store is made."""
     url, src = tmp_path / "s.zarr", str(archive / "colours.tiff")
-    with pytest.raises(NicError, match=r"4 encoders × 1 CPU and 1 for planning slides: 5 CPU, but the Ray "
-                                       r"cluster has at most 4; ask for fewer encoders or fewer CPUs each"):
+    with pytest.raises(
+        NicError,
+        match=r"4 encoders × 1 CPU and 1 for planning slides: 5 CPU, but the Ray "
+        r"cluster has at most 4; ask for fewer encoders or fewer CPUs each",
+    ):
         compress([src], str(url), encoders=4, progress=False)
-    assert main(["compress", src, "--store", str(url), "--encoders", "2",
-                 "--cpus-per-encoder", "2"]) == 2
+    assert main(["compress", src, "--store", str(url), "--encoders", "2", "--cpus-per-encoder", "2"]) == 2
     assert capsys.readouterr().err.count("\n") == 1
     with pytest.raises(NicError, match="each encoder needs 1 GPU, but the Ray cluster has at most 0; ask for 0 GPUs"):
         compress([src], str(url), gpus_per_encoder=1, progress=False)
-    for option, value, says in (("--encoders", "0", "--encoders must be at least 1, not 0"),
-                                ("--batch-size", "-5", "--batch-size must be at least 1, not -5"),
-                                ("--gpus-per-encoder", "-1", "--gpus-per-encoder must be at least 0, not -1"),
-                                ("--tissue-threshold", "10", "--tissue-threshold is a fraction of a cell, from 0 to 1, not 10")):
+    for option, value, says in (
+        ("--encoders", "0", "--encoders must be at least 1, not 0"),
+        ("--batch-size", "-5", "--batch-size must be at least 1, not -5"),
+        ("--gpus-per-encoder", "-1", "--gpus-per-encoder must be at least 0, not -1"),
+        ("--tissue-threshold", "10", "--tissue-threshold is a fraction of a cell, from 0 to 1, not 10"),
+    ):
         assert main(["compress", src, "--store", str(url), option, value]) == 2
         assert capsys.readouterr().err == f"nic-ray: error: {says}\n"
     assert not url.exists()
     # 3 encoders and the planning fit the 4 CPUs, and the slide comes out as with one encoder.
-    one = compress([src], str(tmp_path / "one.zarr"), progress=False)
+    one = compress([src], str(tmp_path / "one.zarr"), encoders=1, progress=False)
     three = compress([src], str(url), encoders=3, progress=False)
     assert one.ok and three.ok
-    np.testing.assert_array_equal(Store.open(str(url)).read_embeddings("colours"),
-                                  Store.open(str(tmp_path / "one.zarr")).read_embeddings("colours"))
+    np.testing.assert_array_equal(
+        Store.open(str(url)).read_embeddings("colours"),
+        Store.open(str(tmp_path / "one.zarr")).read_embeddings("colours"),
+    )
+
+
+def multi_chunk_image(rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+    """A (rows × cols)-cell image of 128-px flat cells, each its own saturated colour but one in
+    seven (diagonals), which are white glass; (colours, image)."""
+    y, x = np.mgrid[0:rows, 0:cols]
+    colours = np.stack([60 + 4 * y, 60 + 4 * x, 20 + (y * x) % 30], axis=-1).astype(np.uint8)
+    colours[(y + x) % 7 == 0] = 255
+    return colours, np.kron(colours, np.ones((128, 128, 1), np.uint8))
+
+
+def test_slide_of_several_blocks_complete_only_when_every_block_is_written(tmp_path):
+    """A 40 × 36-cell slide is four 32 × 32 chunks, each a block of its own. Every tissue cell
+    holds the mean colour of its cell, as painted (lossless tiles), in every block. A copy whose
+    lower-right block holds a corrupt tile fails, whatever the other three blocks did, and is not
+    complete; its neighbour in the same run is."""
+    colours, image = multi_chunk_image(40, 36)
+    src = tmp_path / "src"
+    src.mkdir()
+    write_slide(src / "big.tiff", image, 0.5, compression="zlib", downsamples=(1, 8))
+    data = bytearray((src / "big.tiff").read_bytes())
+    page = tifffile.TiffFile(src / "big.tiff").pages[0]
+    across = -(-page.imagewidth // page.tilewidth)
+    tile = (4200 // page.tilelength) * across + 4300 // page.tilewidth  # cell (32, 33): the last block
+    offset, count = page.dataoffsets[tile], page.databytecounts[tile]
+    data[offset : offset + count] = bytes(count)  # not a zlib stream any more
+    (src / "broken.tiff").write_bytes(bytes(data))
+
+    url = str(tmp_path / "big.zarr")
+    result = compress([str(src)], url, encoders=1, progress=False)
+    rows = {r["slide_id"]: r for r in result.rows}
+    assert rows["big"]["status"] == "complete" and rows["broken"]["status"] == "failed"
+    assert "tile" in rows["broken"]["reason"] and str(src / "broken.tiff") in rows["broken"]["reason"]
+    store = Store.open(url)
+    assert store.complete_slides() == ["big"] and store.slide_info("broken")["status"] != "complete"
+    info = store.slide_info("big")
+    assert info["grid"] == [40, 36] and info["n_blocks"] == 4
+    grid = store.read_embeddings("big", 0).astype(np.float32).transpose(1, 2, 0)  # (H, W, 3)
+    tissue = store.read_tissue("big") >= 26
+    np.testing.assert_array_equal(tissue, (colours != 255).any(axis=-1))  # glass is background
+    np.testing.assert_allclose(grid[tissue], colours[tissue] / 255, atol=1e-3)
+    assert not grid[~tissue].any()

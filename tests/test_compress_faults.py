@@ -15,8 +15,9 @@ import psutil
 import pyarrow.parquet as pq
 import pytest
 
-from nic_ray.compress import Store, compress
-from nic_ray.slides.synthetic import TissuePainter, write_slide
+from nic_ray.compress import compress
+from nic_ray.datasets.synthetic import TissuePainter, write_slide
+from nic_ray.store import Store
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 N_SLIDES = 6
@@ -42,7 +43,11 @@ def driver(archive, store, ray_session, *extra) -> subprocess.Popen:
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "disabled"}
     return subprocess.Popen(
         [sys.executable, "-m", "nic_ray.cli", "compress", str(archive), "--store", store, "--encoder", "nic", *extra],
-        env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env=env,
+        start_new_session=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
 
 
@@ -96,6 +101,9 @@ def test_killed_encoder_actor(archive, reference, ray_session, tmp_path):
     actors = [p for p in psutil.process_iter(["cmdline"]) if "EncodeBlocks" in " ".join(p.info["cmdline"] or [])]
     assert actors, "no encoder actor process found"
     actors[0].kill()
+    actors[0].wait(timeout=10)
+    # The kill landed mid-run: the actor is gone while the driver still has slides to do.
+    assert proc.poll() is None and len(complete_runs(url)) < N_SLIDES, "the run finished before the kill"
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out
     assert_same_store(url, reference)
@@ -108,12 +116,19 @@ def test_two_runs_at_once_share_the_work(archive, reference, ray_session, tmp_pa
     assert [p.returncode for p in procs] == [0, 0], outs
     assert_same_store(url, reference)
     runs_dir = os.path.join(url, "runs")
-    reports = [pq.read_table(os.path.join(runs_dir, r, "report.parquet")).to_pylist()
-               for r in os.listdir(runs_dir) if os.path.exists(os.path.join(runs_dir, r, "report.parquet"))]
+    reports = [
+        pq.read_table(os.path.join(runs_dir, r, "report.parquet")).to_pylist()
+        for r in os.listdir(runs_dir)
+        if os.path.exists(os.path.join(runs_dir, r, "report.parquet"))
+    ]
     assert len(reports) == 2
     # Every slide was compressed by exactly one of the runs; the other waited for it.
     done_by = [{r["slide_id"] for r in report if r["status"] == "complete" and not r["reason"]} for report in reports]
     assert done_by[0] | done_by[1] == set(reference.complete_slides()) and not done_by[0] & done_by[1]
+    # And they ran at once: one after the other, the second would have found every slide
+    # "complete already". Together, each slide the other did was waited for (or done meanwhile).
+    for report in reports:
+        assert not [r for r in report if r["reason"] == "complete already"], report
 
 
 def test_encoders_on_a_second_node(archive, reference, s3_endpoint, tmp_path):

@@ -35,8 +35,9 @@ class FaultCount:
 
 
 def faults_in_actor(**remote_args) -> int:
-    ds = ray.data.range(1).map_batches(FaultCount, batch_size=1, compute=ray.data.ActorPoolStrategy(size=1),
-                                       num_cpus=1, **remote_args)
+    ds = ray.data.range(1).map_batches(
+        FaultCount, batch_size=1, compute=ray.data.ActorPoolStrategy(size=1), num_cpus=1, **remote_args
+    )
     return int(ds.take_all()[0]["faults"])
 
 

@@ -10,9 +10,10 @@ import zarr
 import nic_ray.compress.encode as encode_module
 from nic_ray.compress.encode import CONCURRENT_CALLS, EncodeBlocks
 from nic_ray.compress.stages import Settings, plan_slide
-from nic_ray.compress.store import Store, StoreConfig
+from nic_ray.datasets.synthetic import TissuePainter, write_slide
 from nic_ray.encoders import encoder_identity, load_encoder
-from nic_ray.slides.synthetic import TissuePainter, write_slide
+from nic_ray.store.store import Store, StoreConfig
+from tests.conftest import openslide_rgb
 
 
 def planned_blocks(slide: str, store: str) -> tuple[Settings, list[dict]]:
@@ -24,7 +25,9 @@ def planned_blocks(slide: str, store: str) -> tuple[Settings, list[dict]]:
     return settings, [{k: np.array([v]) for k, v in row.items()} for row in rows]
 
 
-def test_an_actor_reads_a_block_while_it_encodes_another_and_writes_what_one_call_at_a_time_writes(tmp_path, monkeypatch):
+def test_an_actor_reads_a_block_while_it_encodes_another_and_writes_what_one_call_at_a_time_writes(
+    tmp_path, monkeypatch
+):
     slide = tmp_path / "wide.tiff"
     write_slide(slide, TissuePainter(8192, 1024, tissue=0.8, seed=3), 0.5, downsamples=(1,))
     settings, blocks = planned_blocks(str(slide), str(tmp_path / "one-at-a-time.zarr"))
@@ -51,6 +54,7 @@ def test_an_actor_reads_a_block_while_it_encodes_another_and_writes_what_one_cal
                     running[stage] -= 1
                     done[stage] += 1
                     changed.notify_all()
+
         return wrapper
 
     encode = counted("encode", actor.encode)
@@ -69,4 +73,10 @@ def test_an_actor_reads_a_block_while_it_encodes_another_and_writes_what_one_cal
     assert most == {"read": 1, "encode": 1}  # one read and one encoding at a time, never two
     one_at_a_time = zarr.open_array(str(tmp_path / "one-at-a-time.zarr"), path="slides/wide/embeddings")[:]
     assert one_at_a_time[..., :32].any() and one_at_a_time[..., 32:].any()
+    # Independently: each tissue cell holds the mean colour of OpenSlide's pixels of that cell.
+    tissue = zarr.open_array(str(tmp_path / "one-at-a-time.zarr"), path="slides/wide/tissue")[:] >= 26
+    cells = np.argwhere(tissue)
+    expected = [openslide_rgb(slide, 0, x * 128, y * 128, 128, 128).mean(axis=(0, 1)) / 255 for y, x in cells]
+    np.testing.assert_allclose(one_at_a_time[0][:, tissue].T, expected, atol=1e-3)
+    assert not one_at_a_time[0][:, ~tissue].any()
     np.testing.assert_array_equal(zarr.open_array(together_url, path="slides/wide/embeddings")[:], one_at_a_time)

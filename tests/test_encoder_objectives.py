@@ -8,16 +8,22 @@ import pytest
 import torch
 from PIL import Image
 
+from nic_ray.datasets.synthetic import write_slide
+from nic_ray.datasets.synthetic_task import digit_patches, nic_synthetic_case
+from nic_ray.encoder_training.augment import augment
+from nic_ray.encoder_training.objectives import build_objective
+from nic_ray.encoder_training.objectives.bigan import BiGAN
+from nic_ray.encoder_training.patches import (
+    PatchSampling,
+    PatchSetError,
+    load_patch_set,
+    make_pairs,
+    plan_patches,
+    read_patches,
+)
 from nic_ray.encoders import create_encoder
-from nic_ray.encoders.augment import augment
 from nic_ray.encoders.nic import to_input
-from nic_ray.encoders.objectives import build_objective
-from nic_ray.encoders.objectives.bigan import BiGAN
-from nic_ray.encoders.patches import (PatchSampling, PatchSetError, load_patch_set, make_pairs, plan_patches,
-                                      read_patches)
 from nic_ray.errors import NicError
-from nic_ray.slides.synthetic import write_slide
-from nic_ray.slides.synthetic_task import digit_patches, nic_synthetic_case
 from tests.conftest import openslide_rgb
 
 SMALL = {"code_size": 16, "width": 16}
@@ -52,8 +58,10 @@ def test_vae_loss_falls(digits):
 
 def test_contrastive_loss_falls(digits):
     patches = digits[0]
-    pairs = make_pairs({"patch": patches.numpy(), "neighbour": patches.numpy()[::-1].copy(),
-                        "slide": np.arange(32) % 4}, np.random.default_rng(0))
+    pairs = make_pairs(
+        {"patch": patches.numpy(), "neighbour": patches.numpy()[::-1].copy(), "slide": np.arange(32) % 4},
+        np.random.default_rng(0),
+    )
     batch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in pairs.items()}
     early, late = early_late(train_steps(build_objective("contrastive", small_encoder()), batch, 30))
     assert late < 0.5 * early
@@ -86,8 +94,10 @@ def test_multitask_trains_both_heads(digits):
     patches, labels = digits
     objective = build_objective("multitask", small_encoder(), tasks={"digit": 10, "big": 2})
     heads = {name: head.weight.clone() for name, head in objective.heads.items()}
-    batch = {"digit": {"patch": patches[:16], "label": labels[:16]},
-             "big": {"patch": patches[16:], "label": (labels[16:] >= 5).long()}}
+    batch = {
+        "digit": {"patch": patches[:16], "label": labels[:16]},
+        "big": {"patch": patches[16:], "label": (labels[16:] >= 5).long()},
+    }
     losses = train_steps(objective, batch, 30)
     for task in ("digit", "big"):
         early, late = early_late(losses, f"loss_{task}")
@@ -130,7 +140,9 @@ def test_planned_patches_are_tissue_with_adjacent_neighbours(tmp_path):
     for i, r in enumerate(rows):
         expected = openslide_rgb(path, 0, r["x"] * 128, r["y"] * 128, 128, 128)
         np.testing.assert_array_equal(out["patch"][i], expected)
-        np.testing.assert_array_equal(out["neighbour"][i], openslide_rgb(path, 0, r["nx"] * 128, r["ny"] * 128, 128, 128))
+        np.testing.assert_array_equal(
+            out["neighbour"][i], openslide_rgb(path, 0, r["nx"] * 128, r["ny"] * 128, 128, 128)
+        )
     assert (out["slide"] == 3).all()
     bad = tmp_path / "bad.tiff"
     bad.write_bytes(b"not a slide")

@@ -10,15 +10,16 @@ import pytest
 import torch
 from PIL import Image
 
-from nic_ray.compress import Store, compress
+from nic_ray.compress import compress
+from nic_ray.datasets.synthetic import write_slide
+from nic_ray.datasets.synthetic_task import digit_mosaic, digit_patches
+from nic_ray.encoder_training.patches import PatchSet
+from nic_ray.encoder_training.probe import probe_encoder
+from nic_ray.encoder_training.trainer import train_encoder
 from nic_ray.encoders import create_encoder, encoder_sha256, load_encoder
-from nic_ray.encoders.patches import PatchSet
-from nic_ray.encoders.probe import probe_encoder
-from nic_ray.encoders.training import train_encoder
 from nic_ray.errors import NicError
-from nic_ray.slides.synthetic import write_slide
-from nic_ray.slides.synthetic_task import digit_mosaic, digit_patches
-from nic_ray.train.run_files import RunError
+from nic_ray.runtime.run_files import RunError
+from nic_ray.store import Store
 from tests.conftest import openslide_rgb, train_workers, wait_for_checkpoints
 
 TINY = {"code_size": 16, "width": 16, "batch_size": 16, "per_slide": 24, "tissue": 0.05, "loader_workers": 1}
@@ -26,8 +27,16 @@ TINY = {"code_size": 16, "width": 16, "batch_size": 16, "per_slide": 24, "tissue
 # Big enough that each method learns something about digits in about a minute (benchmarks/encoders.py).
 # Margins over the baselines in 2–6 runs each: at lr 1e-3 contrastive 0.04–0.08 and BiGAN 0.09–0.15
 # (which once failed CI); at 2e-3 VAE 0.31–0.34, contrastive 0.13–0.18, BiGAN 0.11–0.25.
-SMALL = {**TINY, "code_size": 32, "width": 32, "batch_size": 32, "per_slide": 96, "tissue": 0.1, "lr": 2e-3,
-         "augment": 0.5}
+SMALL = {
+    **TINY,
+    "code_size": 32,
+    "width": 32,
+    "batch_size": 32,
+    "per_slide": 96,
+    "tissue": 0.1,
+    "lr": 2e-3,
+    "augment": 0.5,
+}
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +62,9 @@ def baseline_accuracy(probe_set) -> float:
 
 
 @pytest.mark.parametrize("method", ["vae", "contrastive", "bigan"])
-def test_methods_train_from_slides_and_beat_the_baselines(method, slides, probe_set, baseline_accuracy, tmp_path,
-                                                           s3_endpoint):
+def test_methods_train_from_slides_and_beat_the_baselines(
+    method, slides, probe_set, baseline_accuracy, tmp_path, s3_endpoint
+):
     run = tmp_path / method
     source = str(slides)
     if method == "contrastive":  # slides on an S3 endpoint
@@ -100,8 +110,9 @@ def test_multitask_with_tasks_of_unequal_size(tmp_path, ray_session):
     digits = write_folder(tmp_path / "digits", *digit_patches(60, seed=5))
     patches, labels = digit_patches(20, seed=6)
     parity = write_folder(tmp_path / "parity", patches, labels % 2)
-    result = train_encoder("multitask", str(tmp_path / "run"), tasks={"digit": digits, "parity": parity},
-                           epochs=3, **TINY)
+    result = train_encoder(
+        "multitask", str(tmp_path / "run"), tasks={"digit": digits, "parity": parity}, epochs=3, **TINY
+    )
     first, last = result.history[0], result.history[-1]
     assert first["steps"] == 8  # a pass over the largest task (60), 8 patches of each task a step
     for task in ("digit", "parity"):
@@ -113,8 +124,11 @@ def test_multitask_with_tasks_of_unequal_size(tmp_path, ray_session):
 def test_a_killed_worker_resumes_from_the_last_checkpoint(slides, tmp_path):
     run = tmp_path / "run"
     done: dict = {}
-    thread = threading.Thread(target=lambda: done.update(result=train_encoder(
-        "vae", str(run), slides=[str(slides)], epochs=6, workers=2, max_failures=2, **TINY)))
+    thread = threading.Thread(
+        target=lambda: done.update(
+            result=train_encoder("vae", str(run), slides=[str(slides)], epochs=6, workers=2, max_failures=2, **TINY)
+        )
+    )
     thread.start()
     wait_for_checkpoints(run, 2, part="train")
     victims = train_workers()
@@ -127,12 +141,14 @@ def test_a_killed_worker_resumes_from_the_last_checkpoint(slides, tmp_path):
     assert history[0]["starts"] == 1 and history[-1]["starts"] == 2
 
 
-def test_probe_ranks_a_supervised_encoder_above_mean_rgb_and_random(probe_set, baseline_accuracy, tmp_path,
-                                                                     ray_session):
+def test_probe_ranks_a_supervised_encoder_above_mean_rgb_and_random(
+    probe_set, baseline_accuracy, tmp_path, ray_session
+):
     train_set = write_folder(tmp_path / "digits", *digit_patches(1000, seed=8))
     # Unaugmented: the probe's patches are drawn as the training ones are (benchmarks/encoders.py).
-    result = train_encoder("multitask", str(tmp_path / "run"), tasks={"digit": train_set}, epochs=10,
-                           **{**SMALL, "augment": 0.0})
+    result = train_encoder(
+        "multitask", str(tmp_path / "run"), tasks={"digit": train_set}, epochs=10, **{**SMALL, "augment": 0.0}
+    )
     trained = probe_encoder(result.encoder, probe_set, classifier="mlp")
     # The upper reference: well above what the unsupervised methods reach (+0.05 or more).
     assert trained["accuracy"] > baseline_accuracy + 0.4, (trained, baseline_accuracy)

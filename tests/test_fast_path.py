@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import tifffile
 
+from nic_ray.datasets.synthetic import TissuePainter, write_slide
 from nic_ray.slides import open_slide, read_cells, tile_grid
-from nic_ray.slides.synthetic import TissuePainter, write_slide
 from tests.conftest import openslide_rgb
 
 # Sizes divisible by every downsample: OpenSlide then maps levels exactly (see README).
@@ -22,7 +22,13 @@ W, H = 2400, 1920
 )
 def test_every_level_matches_openslide(tmp_path, fmt, compression, tile):
     path = write_slide(
-        tmp_path / f"s.{fmt}", TissuePainter(W, H, seed=2), 0.25, format=fmt, compression=compression, tile=tile, downsamples=(1, 2, 8)
+        tmp_path / f"s.{fmt}",
+        TissuePainter(W, H, seed=2),
+        0.25,
+        format=fmt,
+        compression=compression,
+        tile=tile,
+        downsamples=(1, 2, 8),
     )
     with open_slide(path) as slide:
         assert slide.fast_levels == (0, 1, 2)  # the fast path really is what is compared
@@ -51,7 +57,9 @@ def test_sparse_tiles_read_white(tmp_path):
     colours = {0: 40, 2: 120, 3: 200}
     tiles = (np.full((256, 256, 3), colours[i], np.uint8) if i in colours else None for i in range(4))
     path = tmp_path / "sparse.tiff"
-    tifffile.imwrite(path, tiles, shape=(512, 512, 3), dtype=np.uint8, tile=(256, 256), photometric="rgb", compression="zlib")
+    tifffile.imwrite(
+        path, tiles, shape=(512, 512, 3), dtype=np.uint8, tile=(256, 256), photometric="rgb", compression="zlib"
+    )
     with tifffile.TiffFile(path) as tif:
         assert tif.pages[0].databytecounts[1] == 0
     with open_slide(path, mpp=0.5) as slide:

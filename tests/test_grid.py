@@ -6,10 +6,10 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from nic_ray.datasets.synthetic import write_slide
 from nic_ray.errors import SlideError
 from nic_ray.slides import LevelChoice, choose_level, open_slide, read_cells, tile_grid
 from nic_ray.slides.resample import box_downsample
-from nic_ray.slides.synthetic import write_slide
 from tests.conftest import cell_colours, openslide_rgb
 
 

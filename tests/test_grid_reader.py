@@ -7,10 +7,10 @@ import pytest
 import zarr
 from zarr.codecs import GzipCodec, ZstdCodec
 
-from nic_ray.compress.grid_reader import GridReader
-from nic_ray.compress.store import CHUNK, EMBEDDINGS_CODEC, Store, StoreConfig, write_block
 from nic_ray.dihedral import dihedral, inverse
 from nic_ray.errors import StoreError
+from nic_ray.store.grid_reader import GridReader
+from nic_ray.store.store import CHUNK, EMBEDDINGS_CODEC, Store, StoreConfig, write_block
 from nic_ray.train.crops import read_crop
 
 SHAPE = (2, 5, 70, 45)  # O, C, H, W: edge chunks on both axes
@@ -32,7 +32,13 @@ def windows(rng: np.random.Generator, count: int = 25):
     yield 0, 69, 44, 1, 1
     for _ in range(count):
         y0, x0 = int(rng.integers(SHAPE[2])), int(rng.integers(SHAPE[3]))
-        yield int(rng.integers(2)), y0, x0, int(rng.integers(1, SHAPE[2] - y0 + 1)), int(rng.integers(1, SHAPE[3] - x0 + 1))
+        yield (
+            int(rng.integers(2)),
+            y0,
+            x0,
+            int(rng.integers(1, SHAPE[2] - y0 + 1)),
+            int(rng.integers(1, SHAPE[3] - x0 + 1)),
+        )
 
 
 @pytest.fixture(scope="module", params=["local", "s3"])
@@ -76,8 +82,14 @@ def test_windows_equal_zarrs_slicing(store_grid):
 def test_other_codecs_read_the_same(tmp_path, codec, fast):
     # zstd: stores written before lz4; none: uncompressed; gzip: not written by nic-ray, read by zarr.
     grid = random_grid(2)
-    array = zarr.create_array(str(tmp_path / "a.zarr"), shape=SHAPE, chunks=(1, SHAPE[1], CHUNK, CHUNK),
-                              dtype="float16", fill_value=0, compressors=codec)
+    array = zarr.create_array(
+        str(tmp_path / "a.zarr"),
+        shape=SHAPE,
+        chunks=(1, SHAPE[1], CHUNK, CHUNK),
+        dtype="float16",
+        fill_value=0,
+        compressors=codec,
+    )
     array[:] = grid
     reader = GridReader(zarr.open_array(str(tmp_path / "a.zarr"), mode="r"))
     assert (reader._decode is not None) == fast
@@ -101,14 +113,27 @@ def test_crops_from_the_reader_equal_crops_of_the_array(store_grid):
 
 def test_only_the_chunks_a_window_touches_are_read(tmp_path):
     grid = random_grid(4)
-    zarr.create_array(str(tmp_path / "a.zarr"), shape=SHAPE, chunks=(1, SHAPE[1], CHUNK, CHUNK), dtype="float16",
-                      fill_value=0, compressors=EMBEDDINGS_CODEC)[:] = grid
-    files = {tuple(int(i) for i in p.relative_to(tmp_path / "a.zarr" / "c").parts): p
-             for p in (tmp_path / "a.zarr" / "c").rglob("*") if p.is_file()}
+    zarr.create_array(
+        str(tmp_path / "a.zarr"),
+        shape=SHAPE,
+        chunks=(1, SHAPE[1], CHUNK, CHUNK),
+        dtype="float16",
+        fill_value=0,
+        compressors=EMBEDDINGS_CODEC,
+    )[:] = grid
+    files = {
+        tuple(int(i) for i in p.relative_to(tmp_path / "a.zarr" / "c").parts): p
+        for p in (tmp_path / "a.zarr" / "c").rglob("*")
+        if p.is_file()
+    }
     reader = GridReader(zarr.open_array(str(tmp_path / "a.zarr"), mode="r"))
     # (y0, x0, h, w) → the (chunk row, chunk column) it covers, counted by hand on 32-cell chunks.
-    cover = {(3, 3, 20, 20): {(0, 0)}, (30, 30, 4, 4): {(0, 0), (0, 1), (1, 0), (1, 1)},
-             (0, 10, 70, 5): {(0, 0), (1, 0), (2, 0)}, (33, 0, 2, 45): {(1, 0), (1, 1)}}
+    cover = {
+        (3, 3, 20, 20): {(0, 0)},
+        (30, 30, 4, 4): {(0, 0), (0, 1), (1, 0), (1, 1)},
+        (0, 10, 70, 5): {(0, 0), (1, 0), (2, 0)},
+        (33, 0, 2, 45): {(1, 0), (1, 1)},
+    }
     for (y0, x0, h, w), chunks in cover.items():
         touched = {(1, 0, cy, cx) for cy, cx in chunks}
         kept = {key: files[key].read_bytes() for key in files}

@@ -16,7 +16,9 @@ def table(tmp_path, text):
 
 
 def test_tasks_and_alignment(tmp_path):
-    path = table(tmp_path, "slide_id,grade,her2,time,event\ns1,G2,pos,10,1\ns2,G1,neg,5,0\ns3,G3,,7,1\nextra,G1,neg,1,1\n")
+    path = table(
+        tmp_path, "slide_id,grade,her2,time,event\ns1,G2,pos,10,1\ns2,G1,neg,5,0\ns3,G3,,7,1\nextra,G1,neg,1,1\n"
+    )
     tasks = [parse_task("grade:multiclass:grade"), parse_task("her2:binary:her2"), parse_task("os:survival:time,event")]
     labels = load_labels(path, tasks, STORE)
     assert labels.slide_ids == ["s1", "s2", "s3"]
@@ -28,17 +30,20 @@ def test_tasks_and_alignment(tmp_path):
     assert labels.values["os"] == [(10.0, 1.0), (5.0, 0.0), (7.0, 1.0)]
 
 
-@pytest.mark.parametrize("text,task,message", [
-    ("slide_id,y\ns1,abc\ns2,1\n", "y:regression:y", "y of s1 is 'abc', not a number"),
-    ("slide_id,t,e\ns1,-3,1\ns2,4,0\n", "os:survival:t,e", "negative time -3 for s1"),
-    ("slide_id,t,e\ns1,3,0\ns2,4,0\n", "os:survival:t,e", "no events"),
-    ("slide_id,t,e\ns1,3,2\ns2,4,0\n", "os:survival:t,e", "event of s1 is 2, not 0 or 1"),
-    ("slide_id,c\ns1,a\ns2,a\n", "c:binary:c", "a single class 'a'"),
-    ("slide_id,c\ns1,a\ns2,b\ns3,c\n", "c:binary:c", "binary needs 2 classes, found 3"),
-    ("slide_id,c\nnope,a\nnada,b\n", "c:binary:c", "none of its 2 slide ids is complete"),
-    ("slide_id,c\ns1,a\ns1,b\n", "c:binary:c", "slide ids appear twice: s1"),
-    ("slide_id,c\ns1,a\ns2,b\n", "c:binary:missing", "no column missing"),
-])
+@pytest.mark.parametrize(
+    "text,task,message",
+    [
+        ("slide_id,y\ns1,abc\ns2,1\n", "y:regression:y", "y of s1 is 'abc', not a number"),
+        ("slide_id,t,e\ns1,-3,1\ns2,4,0\n", "os:survival:t,e", "negative time -3 for s1"),
+        ("slide_id,t,e\ns1,3,0\ns2,4,0\n", "os:survival:t,e", "no events"),
+        ("slide_id,t,e\ns1,3,2\ns2,4,0\n", "os:survival:t,e", "event of s1 is 2, not 0 or 1"),
+        ("slide_id,c\ns1,a\ns2,a\n", "c:binary:c", "a single class 'a'"),
+        ("slide_id,c\ns1,a\ns2,b\ns3,c\n", "c:binary:c", "binary needs 2 classes, found 3"),
+        ("slide_id,c\nnope,a\nnada,b\n", "c:binary:c", "none of its 2 slide ids is complete"),
+        ("slide_id,c\ns1,a\ns1,b\n", "c:binary:c", "slide ids appear twice: s1"),
+        ("slide_id,c\ns1,a\ns2,b\n", "c:binary:missing", "no column missing"),
+    ],
+)
 def test_bad_tables(tmp_path, text, task, message):
     path = table(tmp_path, text)
     with pytest.raises(LabelError, match=message) as info:

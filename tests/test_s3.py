@@ -5,16 +5,18 @@ import os
 import numpy as np
 import pytest
 
+from nic_ray.datasets.synthetic import TissuePainter, write_slide
 from nic_ray.errors import SlideError
 from nic_ray.slides import SlideCache, open_slide
-from nic_ray.slides.synthetic import TissuePainter, write_slide
 
 
 @pytest.fixture
 def uploaded(tmp_path, s3_endpoint):
     paths = []
     for i in range(3):
-        path = write_slide(tmp_path / f"case-{i}.svs", TissuePainter(1024, 1024, seed=i), 0.5, format="svs", downsamples=(1, 4))
+        path = write_slide(
+            tmp_path / f"case-{i}.svs", TissuePainter(1024, 1024, seed=i), 0.5, format="svs", downsamples=(1, 4)
+        )
         s3_endpoint.upload_file(path, "slides", f"archive/case-{i}.svs")
         paths.append(path)
     return paths

@@ -2,7 +2,7 @@
 
 import pytest
 
-from nic_ray.compress.sources import SourceError, expand_sources
+from nic_ray.slides.sources import SourceError, expand_sources
 
 
 @pytest.fixture
@@ -23,15 +23,20 @@ def test_manifest_with_ids_and_mpp(tree):
     (tree / "m.csv").write_text("url,slide_id,mpp\na.svs,case-1,0.25\nsub/c.ndpi,case-2,\n")
     slides = expand_sources([str(tree / "m.csv")])
     assert [(s.slide_id, s.url, s.mpp) for s in slides] == [
-        ("case-1", str(tree / "a.svs"), 0.25), ("case-2", str(tree / "sub/c.ndpi"), None)]
+        ("case-1", str(tree / "a.svs"), 0.25),
+        ("case-2", str(tree / "sub/c.ndpi"), None),
+    ]
 
 
-@pytest.mark.parametrize("body,message", [
-    ("path\na.svs\n", "needs a 'url' column"),
-    ("url,slide_id\na.svs,../etc\n", "unsafe slide id '../etc'"),
-    ("url,slide_id\na.svs,x\nb.tiff,x\n", "slide id 'x' is also that of"),
-    ("url,mpp\na.svs,-1\n", "mpp must be a positive number"),
-])
+@pytest.mark.parametrize(
+    "body,message",
+    [
+        ("path\na.svs\n", "needs a 'url' column"),
+        ("url,slide_id\na.svs,../etc\n", "unsafe slide id '../etc'"),
+        ("url,slide_id\na.svs,x\nb.tiff,x\n", "slide id 'x' is also that of"),
+        ("url,mpp\na.svs,-1\n", "mpp must be a positive number"),
+    ],
+)
 def test_bad_manifests(tree, body, message):
     (tree / "m.csv").write_text(body)
     with pytest.raises(SourceError, match=message):

@@ -4,13 +4,15 @@ import numpy as np
 import openslide
 import pytest
 
-from nic_ray.slides.synthetic import TissuePainter, write_slide
-from nic_ray.slides.synthetic_task import nic_synthetic_case
+from nic_ray.datasets.synthetic import TissuePainter, write_slide
+from nic_ray.datasets.synthetic_task import nic_synthetic_case
 
 
 @pytest.mark.parametrize("fmt,vendor", [("tiff", "generic-tiff"), ("svs", "aperio")])
 def test_writers_open_in_openslide(tmp_path, fmt, vendor):
-    path = write_slide(tmp_path / f"s.{fmt}", TissuePainter(4096, 2048, seed=1), 0.25, format=fmt, downsamples=(1, 4, 16))
+    path = write_slide(
+        tmp_path / f"s.{fmt}", TissuePainter(4096, 2048, seed=1), 0.25, format=fmt, downsamples=(1, 4, 16)
+    )
     assert openslide.OpenSlide.detect_format(path) == vendor
     with openslide.OpenSlide(path) as osr:
         assert osr.level_dimensions == ((4096, 2048), (1024, 512), (256, 128))

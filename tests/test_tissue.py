@@ -4,9 +4,9 @@ import math
 
 import numpy as np
 
+from nic_ray.datasets.synthetic import write_slide
 from nic_ray.slides import open_slide, tile_grid, tissue_fraction
 from nic_ray.slides.grid import TileGrid
-from nic_ray.slides.synthetic import write_slide
 from nic_ray.slides.tissue import cell_fraction, otsu_threshold, saturation
 
 PINK = (220, 120, 180)

@@ -9,11 +9,12 @@ import torch
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import log_loss, roc_auc_score
 
-from nic_ray.compress import Store, compress
+from nic_ray.compress import compress
+from nic_ray.datasets.synthetic import write_slide
 from nic_ray.dihedral import dihedral
-from nic_ray.slides.synthetic import write_slide
+from nic_ray.runtime.checkpoint import load_checkpoint, save_checkpoint
+from nic_ray.store import Store
 from nic_ray.train import bootstrap_intervals, cox_loss, load_labels, parse_task, plan_splits, task_loss, task_metrics
-from nic_ray.train.checkpoint import load_state, save_state
 from nic_ray.train.crops import crop_pmf, read_crop
 from nic_ray.train.dataset import CropDataset, CropLoader, Draws, balanced_weights
 from nic_ray.train.labels import LabelError
@@ -86,8 +87,12 @@ def test_loader_threads_read_true_crops_from_the_store(colour_store, grid_dihedr
         for crop in crops.numpy():
             # Each crop is the grid around a centre the pmf allows (turned by some D4 element if
             # asked), read independently here; the cell colours are distinct, so the turn shows.
-            matches = [t for c in centres for t in range(8 if grid_dihedral else 1)
-                       if np.array_equal(crop, dihedral(read_crop(grid, 0, c, 4), t, dims=(1, 2)))]
+            matches = [
+                t
+                for c in centres
+                for t in range(8 if grid_dihedral else 1)
+                if np.array_equal(crop, dihedral(read_crop(grid, 0, c, 4), t, dims=(1, 2)))
+            ]
             assert matches
             turned.update(matches)
     assert len(turned) > 3 if grid_dihedral else turned == {0}
@@ -112,7 +117,9 @@ def test_task_losses_against_independent_computations():
     multi = torch.tensor([[0.2, 1.0, -0.5], [1.5, 0.0, 0.3], [0.0, 0.0, 0.0]])
     cls = torch.tensor([1.0, 2.0, math.nan])
     probs = torch.softmax(multi[:2], 1).numpy()
-    assert float(task_loss("multiclass", multi, cls)) == pytest.approx(log_loss([1, 2], probs, labels=[0, 1, 2]), rel=1e-6)
+    assert float(task_loss("multiclass", multi, cls)) == pytest.approx(
+        log_loss([1, 2], probs, labels=[0, 1, 2]), rel=1e-6
+    )
     value = torch.tensor([[1.0], [2.0], [3.0]])
     assert float(task_loss("regression", value, torch.tensor([1.5, math.nan, 2.0]))) == pytest.approx((0.25 + 1) / 2)
     risk = torch.tensor([[0.5], [-0.2], [1.3], [0.0]])
@@ -151,13 +158,23 @@ def test_training_state_round_trips(tmp_path):
         optimizer.step()
         scheduler.step(loss)
     best = {k: v.clone() for k, v in net.state_dict().items()}
-    save_state(tmp_path, net, best, optimizer, scheduler, {"epoch": 2, "history": [{"epoch": 1}]})
+    state = {"epoch": 2, "history": [{"epoch": 1}], "scheduler": scheduler.state_dict()}
+    save_checkpoint(tmp_path, {"model": net.state_dict(), "best": best}, {"adam": optimizer}, state)
 
     other = NICNet(3, {"y": 2}, width=8, strides=(2, 1))
     opt2 = torch.optim.Adam(other.parameters(), lr=1e-2)
     sched2 = torch.optim.lr_scheduler.ReduceLROnPlateau(opt2, factor=1 / 3, patience=0)
-    state, best2 = load_state(tmp_path, other, opt2, sched2)
+    state, weights = load_checkpoint(tmp_path, {"adam": opt2})
+    other.load_state_dict(weights["model"])
+    sched2.load_state_dict(state.pop("scheduler"))
+    best2 = weights["best"]
     assert state == {"epoch": 2, "history": [{"epoch": 1}]}
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "best.safetensors",
+        "model.safetensors",
+        "optimizer-adam.safetensors",
+        "state.json",
+    ]
     for k, v in net.state_dict().items():
         torch.testing.assert_close(other.state_dict()[k], v)
         torch.testing.assert_close(best2[k], best[k])

@@ -3,8 +3,9 @@
 import numpy as np
 import torch
 
-from nic_ray.compress import Store, compress
-from nic_ray.slides.synthetic import write_slide
+from nic_ray.compress import compress
+from nic_ray.datasets.synthetic import write_slide
+from nic_ray.store import Store
 from nic_ray.train import NICNet, crop_pmf, evenly_spaced_centres, read_crop, sample_centres
 from tests.conftest import cell_colours
 
@@ -57,6 +58,63 @@ def test_crops_of_an_eight_orientation_store_line_up(tmp_path, ray_session):
         flip, turns = divmod(o, 4)
         expected = np.rot90(base[:, :, ::-1] if flip else base, turns, axes=(1, 2))
         np.testing.assert_array_equal(read_crop(grid, o, (3, 2), 4), expected)
+
+
+def hand_store(url: str, orientations: int, tissue: np.ndarray) -> np.ndarray:
+    """A store of one slide "s" written by hand, random codes (C = 3) in every orientation; the codes."""
+    from nic_ray.store import CHUNK, StoreConfig, write_block
+
+    encoder = {"name": "hand", "sha256": "0" * 64, "code_size": 3, "patch_size": 128, "mpp": 0.5}
+    store = Store.create_or_open(url, StoreConfig(encoder, 128, orientations))
+    H, W = tissue.shape
+    store.create_slide("s", {}, tissue, np.zeros((4, 4, 3), np.uint8))
+    values = np.random.default_rng(0).normal(size=(orientations, 3, H, W)).astype(np.float16)
+    for y0 in range(0, H, CHUNK):
+        for x0 in range(0, W, CHUNK):
+            write_block(url, "s", values.shape, y0, x0, values[:, :, y0 : y0 + CHUNK, x0 : x0 + CHUNK])
+    store.mark_complete("s")
+    return values.astype(np.float32)
+
+
+def turned(window: np.ndarray, o: int) -> np.ndarray:
+    """D4 element o on the (y, x) axes of (C, h, w), in numpy: flip left-right if o ≥ 4, then turns."""
+    flip, turns = divmod(o, 4)
+    return np.rot90(window[:, :, ::-1] if flip else window, turns, axes=(1, 2))
+
+
+def test_crops_turn_each_stored_orientation_by_its_own_element(tmp_path):
+    """A store whose 8 orientations hold different values (two chunks down, two across): the crop
+    of orientation o comes from orientation o, turned by D4 element o, zero off the grid."""
+    values = hand_store(str(tmp_path / "hand.zarr"), 8, np.full((40, 36), 255, np.uint8))
+    reader, _ = Store.open(tmp_path / "hand.zarr").grid("s")
+    padded = np.pad(values, ((0, 0), (0, 0), (12, 12), (12, 12)))
+    for centre in ((20, 18), (2, 34), (38, 1)):  # across chunks, and reaching off the grid
+        y0, x0 = centre[0] - 6 + 12, centre[1] - 6 + 12
+        for o in range(8):
+            expected = turned(padded[o, :, y0 : y0 + 12, x0 : x0 + 12], o)
+            np.testing.assert_array_equal(read_crop(reader, o, centre, 12), expected)
+
+
+def test_predictions_average_the_net_over_crops_at_tissue_and_their_views(tmp_path):
+    """predict_outputs against the net run by hand: crops centred at evenly spaced tissue cells in
+    raster order, each in 8 dihedral views (numpy), zero-padded; outputs averaged."""
+    from nic_ray.train.prediction import predict_outputs
+
+    tissue = np.zeros((40, 36), np.uint8)
+    tissue[5:30, 8:33] = 200
+    tissue[12, 20] = 10  # below the threshold: not a centre
+    values = hand_store(str(tmp_path / "p.zarr"), 1, tissue)
+    torch.manual_seed(0)
+    net = NICNet(3, {"y": 2, "z": 1}, width=8, strides=(2, 1)).eval()
+    cells = np.argwhere(tissue >= 26)
+    centres = cells[[0, len(cells) // 2, len(cells) - 1]]  # 3 evenly spaced in raster order
+    padded = np.pad(values[0], ((0, 0), (8, 8), (8, 8)))
+    views = [turned(padded[:, y - 8 + 8 : y + 8 + 8, x - 8 + 8 : x + 8 + 8], o) for y, x in centres for o in range(8)]
+    with torch.no_grad():
+        out = net(torch.from_numpy(np.stack(views).copy()))
+    got = predict_outputs(net, Store.open(tmp_path / "p.zarr"), ["s"], 16, crops=3, views=8)
+    for head in ("y", "z"):
+        np.testing.assert_allclose(got[head][0], out[head].mean(0).numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_nic_cnn_shapes_size_and_learning_signal():

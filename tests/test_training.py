@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -22,18 +23,27 @@ import pyarrow.parquet as pq
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from nic_ray.compress import Store, compress
+from nic_ray.compress import compress
+from nic_ray.datasets.synthetic import write_slide
+from nic_ray.datasets.synthetic_task import nic_synthetic_case
 from nic_ray.errors import NicError
-from nic_ray.slides.synthetic import write_slide
-from nic_ray.slides.synthetic_task import nic_synthetic_case
+from nic_ray.runtime.run_files import RunError, RunFiles
+from nic_ray.store import Store
 from nic_ray.train import c_index, evaluate, predict, train
-from nic_ray.train.predict import predict_outputs
-from nic_ray.train.run_files import RunError, RunFiles
+from nic_ray.train.prediction import load_model, predict_outputs
 from tests.conftest import train_workers, wait_for_checkpoints
 
 PURPLE, BROWN = np.array([80, 40, 140]), np.array([150, 90, 30])
-SMALL_CNN = {"crop_size": 24, "strides": (2, 2, 1, 1), "width": 16, "dropout": 0.0, "lr": 3e-3, "batch_size": 16,
-             "steps_per_epoch": 15, "loader_workers": 1}
+SMALL_CNN = {
+    "crop_size": 24,
+    "strides": (2, 2, 1, 1),
+    "width": 16,
+    "dropout": 0.0,
+    "lr": 3e-3,
+    "batch_size": 16,
+    "steps_per_epoch": 15,
+    "loader_workers": 1,
+}
 TASKS = ["label:binary:label", "os:survival:time,event"]
 SPLIT = ["train", "train", "train", "train", "val", "test", "test"]
 
@@ -48,8 +58,9 @@ def dataset(tmp_path_factory, ray_session):
     for i in range(56):
         s = rng.uniform()
         stain = tuple((PURPLE * (1 - s) + BROWN * s).round().astype(int))
-        case = nic_synthetic_case(size=(1024, 1024), n_digits=120, rect_size=(384, 256), digit_px=32, seed=i,
-                                  lesion_stain=stain)
+        case = nic_synthetic_case(
+            size=(1024, 1024), n_digits=120, rect_size=(384, 256), digit_px=32, seed=i, lesion_stain=stain
+        )
         write_slide(root / "slides" / f"s{i:03d}.tiff", case.image, mpp=0.5, tile=256, downsamples=(1, 4))
         death, censor = rng.exponential(np.exp(-5 * s)), rng.exponential(0.5)
         rows.append(f"s{i:03d},{int(s > 0.5)},{min(death, censor):.5f},{int(death <= censor)},{SPLIT[i % 7]}")
@@ -80,15 +91,20 @@ def test_learns_label_and_survival_on_held_out_slides(dataset, tmp_path):
     test = [r for r in table if labels[r["slide_id"]]["split"] == "test"]
     y = [int(labels[r["slide_id"]]["label"]) for r in test]
     auc = roc_auc_score(y, [r["label"] for r in test])
-    cidx = c_index([float(labels[r["slide_id"]]["time"]) for r in test], [r["os"] for r in test],
-                   [int(labels[r["slide_id"]]["event"]) for r in test])
+    cidx = c_index(
+        [float(labels[r["slide_id"]]["time"]) for r in test],
+        [r["os"] for r in test],
+        [int(labels[r["slide_id"]]["event"]) for r in test],
+    )
     assert all(0 <= r["label"] <= 1 for r in table)
     assert auc > 0.8, auc  # chance is 0.5
     assert cidx > 0.7, cidx
 
     # evaluate: the same numbers for the test split, with intervals around them.
-    metrics = {(r["subset"], r["task"], r["metric"]): r for r in evaluate(str(run), str(dataset / "store.zarr"),
-                                                                           str(dataset / "labels.csv"), resamples=200).to_pylist()}
+    metrics = {
+        (r["subset"], r["task"], r["metric"]): r
+        for r in evaluate(str(run), str(dataset / "store.zarr"), str(dataset / "labels.csv"), resamples=200).to_pylist()
+    }
     assert metrics[("test", "label", "auc")]["value"] == pytest.approx(auc)
     assert metrics[("test", "os", "c_index")]["value"] == pytest.approx(cidx)
     assert metrics[("test", "os", "c_index")]["slides"] == 16
@@ -100,6 +116,10 @@ def test_learns_label_and_survival_on_held_out_slides(dataset, tmp_path):
     config = json.loads((run / "single" / "model" / "config.json").read_text())
     assert config["model"]["heads"] == {"label": 1, "os": 1} and config["crop_size"] == 24
     assert sorted(os.listdir(run / "single" / "model")) == ["config.json", "model.safetensors"]
+    # Ray Train's checkpoints too: safetensors and JSON only, no byte of pickle.
+    found = [p for d in (run / "single").glob("checkpoint_*") for p in d.rglob("*") if p.is_file()]
+    assert found and {p.suffix for p in found} <= {".safetensors", ".json"}, sorted(p.name for p in found)
+    assert not [p for p in found if p.read_bytes()[:1] == b"\x80"]  # pickle's protocol 2+ opcode
     epochs = [h["epoch"] for h in history(run)]
     assert epochs == list(range(1, len(epochs) + 1)) and config["best"]["epoch"] in epochs
 
@@ -108,9 +128,20 @@ def test_two_workers_resume_after_a_worker_is_killed(dataset, s3_endpoint):
     """Checkpoints go to an S3 endpoint; one of two workers is killed mid-run."""
     run = f"s3://slides/runs/{uuid.uuid4().hex[:8]}"
     done: dict = {}
-    thread = threading.Thread(target=lambda: done.update(result=train(
-        dataset / "store.zarr", dataset / "labels.csv", TASKS[:1], run, epochs=8, workers=2, max_failures=2,
-        **SMALL_CNN)))
+    thread = threading.Thread(
+        target=lambda: done.update(
+            result=train(
+                dataset / "store.zarr",
+                dataset / "labels.csv",
+                TASKS[:1],
+                run,
+                epochs=8,
+                workers=2,
+                max_failures=2,
+                **SMALL_CNN,
+            )
+        )
+    )
     thread.start()
     wait_for_checkpoints(run, 2)
     victims = train_workers()
@@ -127,12 +158,40 @@ def test_two_workers_resume_after_a_worker_is_killed(dataset, s3_endpoint):
 def test_restarted_job_resumes_from_its_last_checkpoint(dataset, tmp_path, ray_session):
     run = tmp_path / "run"
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "disabled"}
-    command = [sys.executable, "-m", "nic_ray.cli", "train", "--store", str(dataset / "store.zarr"), "--labels",
-               str(dataset / "labels.csv"), "--task", TASKS[0], "--out", str(run), "--epochs", "6",
-               "--crop-size", "24", "--strides", "2", "2", "1", "1", "--width", "16", "--dropout", "0",
-               "--steps-per-epoch", "15", "--loader-workers", "1"]
-    driver = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
+    command = [
+        sys.executable,
+        "-m",
+        "nic_ray.cli",
+        "train",
+        "--store",
+        str(dataset / "store.zarr"),
+        "--labels",
+        str(dataset / "labels.csv"),
+        "--task",
+        TASKS[0],
+        "--out",
+        str(run),
+        "--epochs",
+        "6",
+        "--crop-size",
+        "24",
+        "--strides",
+        "2",
+        "2",
+        "1",
+        "1",
+        "--width",
+        "16",
+        "--dropout",
+        "0",
+        "--steps-per-epoch",
+        "15",
+        "--loader-workers",
+        "1",
+    ]
+    driver = subprocess.Popen(
+        command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     wait_for_checkpoints(run, 2)
     os.killpg(driver.pid, 9)
     driver.wait()
@@ -142,6 +201,14 @@ def test_restarted_job_resumes_from_its_last_checkpoint(dataset, tmp_path, ray_s
     rows = history(run)
     assert [r["epoch"] for r in rows] == list(range(1, 7))
     assert rows[0]["starts"] == 1 and rows[-1]["starts"] == 2
+    # Weights, optimiser moments and schedule came back: the resumed run is the run that was
+    # never stopped (training here is deterministic: seeded draws, one loader thread, no dropout).
+    straight = tmp_path / "straight"
+    options = {"crop_size": 24, "strides": (2, 2, 1, 1), "width": 16, "dropout": 0.0, "steps_per_epoch": 15}
+    train(dataset / "store.zarr", dataset / "labels.csv", TASKS[:1], straight, epochs=6, loader_workers=1, **options)
+    for resumed, unbroken in zip(rows, history(straight)):
+        for key in ("train_loss", "val_loss", "lr"):
+            assert resumed[key] == pytest.approx(unbroken[key], rel=1e-5), (resumed["epoch"], key)
     # Run again: nothing to do, the same model.
     again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "best epoch" in again.stdout
@@ -155,10 +222,13 @@ def test_other_options_on_an_existing_run_are_refused(dataset, tmp_path):
         train(dataset / "store.zarr", dataset / "labels.csv", TASKS, run, **SMALL_CNN)
 
 
-@pytest.mark.parametrize("resources, message", [
-    ({"loader_workers": 0}, "--loader-workers 0: crops need at least one loader thread"),
-    ({"batch_size": 3, "workers": 2}, "--batch-size 3 gives fewer than 2 crops per worker; BatchNorm needs 2"),
-])
+@pytest.mark.parametrize(
+    "resources, message",
+    [
+        ({"loader_workers": 0}, "--loader-workers 0: crops need at least one loader thread"),
+        ({"batch_size": 3, "workers": 2}, "--batch-size 3 gives fewer than 2 crops per worker; BatchNorm needs 2"),
+    ],
+)
 def test_resources_that_cannot_train_are_refused(dataset, tmp_path, resources, message):
     with pytest.raises(NicError, match=message):
         train(dataset / "store.zarr", dataset / "labels.csv", TASKS, tmp_path / "run", **{**SMALL_CNN, **resources})
@@ -166,24 +236,101 @@ def test_resources_that_cannot_train_are_refused(dataset, tmp_path, resources, m
 
 
 def test_cross_validation_pools_out_of_fold_predictions(dataset, tmp_path):
-    # The table's split column is dropped: 3 seeded folds, each slide tested by the model that never saw it.
+    """3 seeded folds (the table's split column is dropped), each slide tested by the model that
+    never saw it; a multiclass and a regression task beside the binary one. predict averages the
+    fold models' outputs, then turns them into probabilities and values in the target's units."""
+    from scipy.special import expit, softmax
+
+    rows = [line.split(",") for line in (dataset / "labels.csv").read_text().splitlines()]
     table = tmp_path / "labels.csv"
-    table.write_text("".join(",".join(line.split(",")[:4]) + "\n" for line in (dataset / "labels.csv").read_text().splitlines()))
+    # grade: the lesion-stain label in three classes; score: a value in units far from 0 ± 1.
+    lines = [",".join([*rows[0][:4], "grade", "score"])]
+    for i, row in enumerate(rows[1:]):
+        grade, score = "abc"[(int(row[1]) * 2 + i % 2) % 3], 100 + 20 * int(row[1]) + i % 5
+        lines.append(",".join([*row[:4], grade, str(score)]))
+    table.write_text("\n".join(lines) + "\n")
+    tasks = [TASKS[0], "grade:multiclass:grade", "score:regression:score"]
     run = tmp_path / "cv"
-    result = train(dataset / "store.zarr", table, TASKS[:1], run, epochs=2, folds=3, **SMALL_CNN)
+    result = train(dataset / "store.zarr", table, tasks, run, epochs=2, folds=3, **SMALL_CNN)
     assert list(result.parts) == ["fold-0", "fold-1", "fold-2"]
     rows = evaluate(str(run), str(dataset / "store.zarr"), str(table), views=2, crops=3, resamples=50).to_pylist()
-    metrics = {(r["subset"], r["metric"]): r for r in rows}
+    metrics = {(r["subset"], r["task"], r["metric"]): r for r in rows}
     assert {r["subset"] for r in rows} == {"fold-0 test", "fold-1 test", "fold-2 test", "all (out-of-fold)"}
-    assert metrics[("all (out-of-fold)", "auc")]["slides"] == 56
+    assert metrics[("all (out-of-fold)", "label", "auc")]["slides"] == 56
 
     files, store = RunFiles(run), Store.open(dataset / "store.zarr")
     splits = files.read_json("run.json")["splits"]
-    labels = {r["slide_id"]: int(r["label"]) for r in csv_dicts(table)}
-    ids, scores = [], []
+    labels = {r["slide_id"]: r for r in csv_dicts(table)}
+    ids, scores, raw = [], [], []
     for part in result.parts:
-        net, config = files.load_model(part)
+        net, config = load_model(files, part)
         test = splits[part]["test"]
         ids += test
         scores += list(predict_outputs(net, store, test, config["crop_size"], crops=3, views=2)["label"][:, 0])
-    assert metrics[("all (out-of-fold)", "auc")]["value"] == pytest.approx(roc_auc_score([labels[s] for s in ids], scores))
+        raw.append((predict_outputs(net, store, sorted(labels), 24, crops=2, views=1), config["scaling"]))
+    assert metrics[("all (out-of-fold)", "label", "auc")]["value"] == pytest.approx(
+        roc_auc_score([int(labels[s]["label"]) for s in ids], scores)
+    )
+
+    predicted = predict(str(run), str(dataset / "store.zarr"), crops=2, views=1)
+    assert predicted.column_names == ["slide_id", "label", "grade_a", "grade_b", "grade_c", "score"]
+    assert predicted.column("slide_id").to_pylist() == sorted(labels)
+    mean = {task: np.mean([outputs[task] for outputs, _ in raw], axis=0) for task in ("label", "grade", "score")}
+    np.testing.assert_allclose(predicted.column("label").to_numpy(), expit(mean["label"][:, 0]), rtol=1e-6)
+    grades = np.stack([predicted.column(f"grade_{c}").to_numpy() for c in "abc"], axis=1)
+    np.testing.assert_allclose(grades, softmax(mean["grade"], axis=1), rtol=1e-6)
+    # Each fold standardised the score by its own training slides; each fold's value is turned back
+    # into points with its own (mean, std) before the folds are averaged: ~100-120, not ~0 ± 1.
+    for part, (_, scaling) in zip(result.parts, raw):
+        train_scores = [float(labels[s]["score"]) for s in splits[part]["train"]]
+        assert scaling["score"] == pytest.approx([np.mean(train_scores), np.std(train_scores)])
+    in_points = [outputs["score"][:, 0] * scaling["score"][1] + scaling["score"][0] for outputs, scaling in raw]
+    value = predicted.column("score").to_numpy()
+    np.testing.assert_allclose(value, np.mean(in_points, axis=0), rtol=1e-6)
+    assert 80 < value.mean() < 140
+
+
+def test_learning_rate_schedule_early_stopping_and_the_best_epoch_kept(dataset, tmp_path):
+    """The NIC schedule, replayed by hand from the validation losses the run recorded: the rate
+    × 1/3 once ``lr_patience`` epochs pass without a better loss, never below ``min_lr``; a stop
+    ``patience`` epochs after the best; and the model kept is the best epoch's, whose validation
+    loss, computed again from the saved weights, is the recorded minimum."""
+    import torch
+
+    from nic_ray.train import load_labels, task_loss
+    from nic_ray.train.labels import Task
+
+    options = {**SMALL_CNN, "lr": 0.05, "min_lr": 0.05 / 5, "lr_patience": 0, "patience": 3, "val_crops": 2}
+    run = tmp_path / "schedule"
+    train(dataset / "store.zarr", dataset / "labels.csv", TASKS, run, epochs=12, **options)
+    rows = history(run)
+
+    lr, best, bad, best_epoch = options["lr"], math.inf, 0, 0
+    for row in rows:  # torch's ReduceLROnPlateau rule, mode min, relative threshold 1e-4
+        if row["val_loss"] < best * (1 - 1e-4):
+            best, bad = row["val_loss"], 0
+        else:
+            bad += 1
+        if bad > options["lr_patience"]:
+            lr, bad = max(lr / 3, options["min_lr"]), 0
+        assert row["lr"] == pytest.approx(lr), (row["epoch"], [r["lr"] for r in rows])
+    assert rows[-1]["lr"] < options["lr"]  # the schedule did act in this run
+    losses = [r["val_loss"] for r in rows]
+    best_epoch = int(np.argmin(losses)) + 1
+    stopped = len(rows)
+    assert stopped == 12 or stopped - best_epoch == options["patience"]
+    assert all(e - (int(np.argmin(losses[:e])) + 1) < options["patience"] for e in range(1, stopped))
+
+    net, config = load_model(RunFiles(str(run)), "single")
+    assert config["best"]["epoch"] == best_epoch
+    val_ids = json.loads((run / "run.json").read_text())["splits"]["single"]["val"]
+    tasks = [Task(t["name"], t["type"], tuple(t["columns"]), tuple(t["classes"])) for t in config["tasks"]]
+    complete = Store.open(dataset / "store.zarr").complete_slides()
+    targets = load_labels(str(dataset / "labels.csv"), tasks, complete).targets(val_ids, config["scaling"])
+    outputs = predict_outputs(net, Store.open(dataset / "store.zarr"), val_ids, 24, crops=2, views=1)
+    loss = sum(
+        float(task_loss(t.type, torch.from_numpy(outputs[t.name]), torch.tensor(targets[t.name]))) for t in tasks
+    )
+    assert loss == pytest.approx(min(losses), rel=1e-4)
+    if best_epoch != stopped:
+        assert loss != pytest.approx(losses[-1], rel=1e-4)  # not the last epoch's weights

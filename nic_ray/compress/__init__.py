@@ -1,7 +1,12 @@
-"""Compression: slides → Ray Data → encoder actor pools → a Zarr store, resumable, local or S3."""
+"""Compression: slides → Ray Data → encoder actor pools → a store, resumable, local or S3."""
 
-from nic_ray.compress.pipeline import CompressResult, compress
-from nic_ray.compress.sources import SlideSource, expand_sources
-from nic_ray.compress.store import Store, StoreConfig, StoreError
+from nic_ray.lazy import lazy_exports
 
-__all__ = ["CompressResult", "SlideSource", "Store", "StoreConfig", "StoreError", "compress", "expand_sources"]
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        "CompressOptions": "nic_ray.compress.options",
+        "CompressResult": "nic_ray.compress.pipeline",
+        "compress": "nic_ray.compress.pipeline",
+    },
+)

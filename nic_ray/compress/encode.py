@@ -14,7 +14,6 @@ from nic_ray.cpu_memory import reuse_freed_memory
 from nic_ray.dihedral import dihedral
 from nic_ray.encoders import load_encoder
 
-
 # A block reading while another encodes; more calls would only queue for the same two locks.
 CONCURRENT_CALLS = 2
 
@@ -31,8 +30,9 @@ class EncodeBlocks:
     for each stage keeps to one read and one encoding at a time.
     """
 
-    def __init__(self, encoder: str, encoder_kwargs: dict, settings: Settings, batch_size: int, use_gpu: bool,
-                 threads: int = 1):
+    def __init__(
+        self, encoder: str, encoder_kwargs: dict, settings: Settings, batch_size: int, use_gpu: bool, threads: int = 1
+    ):
         torch.set_num_threads(threads)  # the CPUs this actor reserved, no more
         reuse_freed_memory()
         self.device = torch.device("cuda" if use_gpu else "cpu")
@@ -49,7 +49,9 @@ class EncodeBlocks:
             # uint8 travels to the device and is converted there (4× less to copy).
             x = torch.from_numpy(tiles[start : start + self.batch_size]).to(self.device, non_blocking=True)
             with torch.autocast(self.device.type, dtype=torch.float16, enabled=self.device.type == "cuda"):
-                per_o = [self.encoder(dihedral(x, o, dims=(1, 2)).contiguous()) for o in range(self.settings.orientations)]
+                per_o = [
+                    self.encoder(dihedral(x, o, dims=(1, 2)).contiguous()) for o in range(self.settings.orientations)
+                ]
             codes.append(torch.stack(per_o, dim=1).to(torch.float16).cpu())
         if not codes:
             return np.zeros((0, self.settings.orientations, self.encoder.code_size), np.float16)
@@ -72,7 +74,11 @@ class EncodeBlocks:
                 write_codes(row, cells, codes, self.settings)
                 n_tiles, seconds = len(cells), [t1 - t0, t3 - t2, time.perf_counter() - t3]
         return {
-            "slide_id": batch["slide_id"], "n_blocks": batch["n_blocks"], "error": np.array([error]),
-            "n_tiles": np.array([n_tiles]), "read_seconds": np.array([seconds[0]]),
-            "encode_seconds": np.array([seconds[1]]), "write_seconds": np.array([seconds[2]]),
+            "slide_id": batch["slide_id"],
+            "n_blocks": batch["n_blocks"],
+            "error": np.array([error]),
+            "n_tiles": np.array([n_tiles]),
+            "read_seconds": np.array([seconds[0]]),
+            "encode_seconds": np.array([seconds[1]]),
+            "write_seconds": np.array([seconds[2]]),
         }

@@ -20,15 +20,18 @@ from dataclasses import dataclass, field
 
 import ray
 
-from nic_ray.compress.claims import Claims
-from nic_ray.compress.report import write_report
-from nic_ray.compress.sources import SlideSource, expand_sources
+from nic_ray.compress.options import CompressOptions
 from nic_ray.compress.stages import Settings, plan_slide
-from nic_ray.compress.store import Store, StoreConfig
 from nic_ray.cpu_memory import worker_runtime_env
 from nic_ray.errors import NicError
-from nic_ray.ray_cluster import require_resources
+from nic_ray.options import split_options
+from nic_ray.ray_cluster import fitting_count, require_resources
+from nic_ray.slides import SlideSource, expand_sources
 from nic_ray.slides.cache import is_remote, source_identity
+from nic_ray.store import Store, StoreConfig
+from nic_ray.store.claims import Claims
+from nic_ray.store.run_reports import write_report
+
 
 @dataclass
 class CompressResult:
@@ -56,29 +59,14 @@ def _progress(done: int, total: int, failed: int, tiles: int, start: float) -> N
     print(
         f"[nic-ray] slides {done}/{total} complete, {failed} failed · {tiles:,} tiles "
         f"({tiles / max(elapsed, 1e-9):,.0f}/s) · {elapsed:,.0f} s elapsed, ETA {eta:,.0f} s",
-        file=sys.stderr, flush=True,
+        file=sys.stderr,
+        flush=True,
     )
 
 
-def compress(
-    sources: list[str],
-    store: str,
-    *,
-    encoder: str = "mean-rgb",
-    mpp: float | None = None,
-    patch_size: int | None = None,
-    stride: int | None = None,
-    orientations: int = 1,
-    encoders: int = 1,
-    gpus_per_encoder: float = 0,
-    cpus_per_encoder: float = 1,
-    encoder_resources: dict[str, float] | None = None,
-    batch_size: int = 256,
-    tissue_threshold: float = 0.1,
-    overwrite: bool = False,
-    progress: bool = True,
-) -> CompressResult:
-    """Compress every slide of ``sources`` into ``store``; see ``nic-ray compress --help``.
+def compress(sources: list[str], store: str, *, progress: bool = True, **options) -> CompressResult:
+    """Compress every slide of ``sources`` into ``store``; ``options`` are `CompressOptions`
+    (``nic-ray compress --help``).
 
     Example::
 
@@ -88,35 +76,42 @@ def compress(
     # Here, not at the top: every Ray worker imports this package, and only encoders need torch.
     from nic_ray.encoders import encoder_identity, load_encoder
 
-    if orientations not in (1, 8):
-        raise NicError(f"--orientations must be 1 or 8, not {orientations}")
-    for option, value, least in (("--encoders", encoders, 1), ("--batch-size", batch_size, 1),
-                                 ("--cpus-per-encoder", cpus_per_encoder, 0), ("--gpus-per-encoder", gpus_per_encoder, 0)):
-        if value < least:
-            raise NicError(f"{option} must be at least {least}, not {value:g}")
-    if not 0 <= tissue_threshold <= 1:
-        raise NicError(f"--tissue-threshold is a fraction of a cell, from 0 to 1, not {tissue_threshold:g}")
+    (opts,) = split_options(options, CompressOptions)
     slides = expand_sources(sources)
     store = store if is_remote(str(store)) else os.path.abspath(store)
-    options = {k: v for k, v in (("patch_size", patch_size), ("mpp", mpp)) if v is not None}
-    enc = load_encoder(encoder, **options)
-    for name, asked in options.items():
+    shape = {k: v for k, v in (("patch_size", opts.patch_size), ("mpp", opts.mpp)) if v is not None}
+    enc = load_encoder(opts.encoder, **shape)
+    for name, asked in shape.items():
         if getattr(enc, name) != asked:
-            raise NicError(f"encoder {encoder!r} takes {name} {getattr(enc, name)}, not {asked}")
-    identity = encoder_identity(encoder, enc)
+            raise NicError(f"encoder {opts.encoder!r} takes {name} {getattr(enc, name)}, not {asked}")
+    identity = encoder_identity(opts.encoder, enc)
+    each = {"GPU": opts.gpus_per_encoder, "CPU": opts.cpus_per_encoder, **opts.encoder_resources}
     # Planning tasks need a CPU beside the encoders: without one Ray Data would wait for ever.
-    require_resources("encoder", {"GPU": gpus_per_encoder, "CPU": cpus_per_encoder, **(encoder_resources or {})},
-                      count=encoders, besides=("planning slides", {"CPU": 1}))
-    config = StoreConfig(identity, stride or enc.patch_size, orientations)
+    planning = ("planning slides", {"CPU": 1})
+    require_resources("encoder", each, count=opts.encoders or 1, besides=planning)
+    # By default the pool grows from one actor while blocks queue, up to what the cluster holds:
+    # a small job does not start (and import torch in) actors it cannot feed.
+    actors = (
+        {"size": opts.encoders} if opts.encoders else {"min_size": 1, "max_size": fitting_count(each, besides=planning)}
+    )
+    config = StoreConfig(identity, opts.stride or enc.patch_size, opts.orientations)
     target = Store.create_or_open(store, config)
-    settings = Settings(str(store), enc.mpp, enc.patch_size, config.stride, orientations, enc.code_size,
-                        round(tissue_threshold * 255))
+    settings = Settings(
+        str(store),
+        enc.mpp,
+        enc.patch_size,
+        config.stride,
+        opts.orientations,
+        enc.code_size,
+        round(opts.tissue_threshold * 255),
+    )
 
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     result = CompressResult(run_id, str(store))
+
     def needs_work(s: SlideSource, existing: dict) -> bool:
         info = existing.get(s.slide_id)
-        if overwrite or info is None or info.get("status") != "complete":
+        if opts.overwrite or info is None or info.get("status") != "complete":
             return True
         if info.get("source") != s.url:
             return True
@@ -146,30 +141,47 @@ def compress(
             mine.remove(s)
             result.rows.append(_report_row(s, "skipped", reason="completed by another run"))
         if progress:
-            print(f"[nic-ray] run {run_id}: {len(slides)} slides, {len(result.rows)} complete already, "
-                  f"{len(mine)} to compress" + (f", {len(elsewhere)} claimed by other runs" if elsewhere else ""),
-                  file=sys.stderr, flush=True)
+            print(
+                f"[nic-ray] run {run_id}: {len(slides)} slides, {len(result.rows)} complete already, "
+                f"{len(mine)} to compress" + (f", {len(elsewhere)} claimed by other runs" if elsewhere else ""),
+                file=sys.stderr,
+                flush=True,
+            )
         if mine:
-            result.rows += _run_dataset(mine, target, settings, encoder, options, encoders, gpus_per_encoder,
-                                        cpus_per_encoder, encoder_resources or {}, batch_size, claims, progress, start)
+            result.rows += _run_dataset(mine, target, settings, opts, shape, actors, claims, progress, start)
         result.rows += _await_other_runs(elsewhere, target, claims)
     result.report = write_report(str(store), run_id, result.rows, seconds=time.perf_counter() - start)
     return result
 
 
 def _report_row(s: SlideSource, status: str, tiles: int = 0, seconds: float = 0.0, reason: str = "") -> dict:
-    return {"slide_id": s.slide_id, "url": s.url, "status": status, "tiles": tiles,
-            "seconds": round(seconds, 3), "reason": reason}
+    return {
+        "slide_id": s.slide_id,
+        "url": s.url,
+        "status": status,
+        "tiles": tiles,
+        "seconds": round(seconds, 3),
+        "reason": reason,
+    }
 
 
-def _run_dataset(slides, target, settings, encoder, options, encoders, gpus_per_encoder, cpus_per_encoder,
-                 encoder_resources, batch_size, claims, progress, start) -> list[dict]:
+def _run_dataset(
+    slides: list[SlideSource],
+    target: Store,
+    settings: Settings,
+    opts: CompressOptions,
+    shape: dict,
+    actors: dict,
+    claims: Claims,
+    progress: bool,
+    start: float,
+) -> list[dict]:
     from nic_ray.compress.encode import CONCURRENT_CALLS, EncodeBlocks
 
     by_id = {s.slide_id: s for s in slides}
     # On a GPU one block reads while the one before it encodes. On CPUs both stages would share
-    # the same cores, to no gain (measured), and hold a second block in memory.
-    calls = CONCURRENT_CALLS if gpus_per_encoder > 0 else 1
+    # the same cores, to no gain (benchmarks/compress.py), and hold a second block in memory.
+    calls = CONCURRENT_CALLS if opts.gpus_per_encoder > 0 else 1
     ctx = ray.data.DataContext.get_current()
     saved = (ctx.target_max_block_size, ctx.enable_progress_bars)
     # One block of work per Ray block, so blocks of one slide are read by parallel tasks.
@@ -179,13 +191,22 @@ def _run_dataset(slides, target, settings, encoder, options, encoders, gpus_per_
         ds = ray.data.from_items(items, override_num_blocks=len(items))
         ds = ds.flat_map(plan_slide, fn_kwargs={"settings": settings})
         ds = ds.map_batches(
-            EncodeBlocks, batch_size=1,
-            fn_constructor_kwargs={"encoder": encoder, "encoder_kwargs": options, "settings": settings,
-                                   "batch_size": batch_size, "use_gpu": gpus_per_encoder > 0,
-                                   "threads": max(1, int(cpus_per_encoder))},
-            compute=ray.data.ActorPoolStrategy(size=encoders, max_concurrent_calls_per_actor=calls,
-                                               enable_true_multi_threading=True),
-            num_gpus=gpus_per_encoder, num_cpus=cpus_per_encoder, resources=encoder_resources,
+            EncodeBlocks,
+            batch_size=1,
+            fn_constructor_kwargs={
+                "encoder": opts.encoder,
+                "encoder_kwargs": shape,
+                "settings": settings,
+                "batch_size": opts.batch_size,
+                "use_gpu": opts.gpus_per_encoder > 0,
+                "threads": max(1, int(opts.cpus_per_encoder)),
+            },
+            compute=ray.data.ActorPoolStrategy(
+                **actors, max_concurrent_calls_per_actor=calls, enable_true_multi_threading=True
+            ),
+            num_gpus=opts.gpus_per_encoder,
+            num_cpus=opts.cpus_per_encoder,
+            resources=opts.encoder_resources,
             runtime_env=worker_runtime_env(),
         )
     finally:
@@ -211,8 +232,12 @@ def _run_dataset(slides, target, settings, encoder, options, encoders, gpus_per_
         seconds[slide_id] += float(row["read_seconds"] + row["encode_seconds"] + row["write_seconds"])
         if written[slide_id] == int(row["n_blocks"]):
             # Every planned block is written: only now does the slide become complete.
-            target.mark_complete(slide_id, run_id=claims.run_id, n_tiles=tiles[slide_id],
-                                 timings={"work_seconds": round(seconds[slide_id], 3)})
+            target.mark_complete(
+                slide_id,
+                run_id=claims.run_id,
+                n_tiles=tiles[slide_id],
+                timings={"work_seconds": round(seconds[slide_id], 3)},
+            )
             claims.release(slide_id)
             rows.append(_report_row(by_id[slide_id], "complete", tiles[slide_id], seconds[slide_id]))
         if progress and time.perf_counter() - last > 5:
@@ -238,7 +263,9 @@ def _await_other_runs(elsewhere, target: Store, claims: Claims, poll: float = 2.
                 rows.append(_report_row(s, "complete", reason=f"by run {holder}"))
                 break
             if now is None or not claims.is_alive(now):
-                rows.append(_report_row(s, "failed", reason=f"run {holder} claimed it but did not complete it; run again"))
+                rows.append(
+                    _report_row(s, "failed", reason=f"run {holder} claimed it but did not complete it; run again")
+                )
                 break
             time.sleep(poll)
     return rows

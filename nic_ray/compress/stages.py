@@ -12,17 +12,15 @@ the row on, so the driver can fail that slide alone.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
 
-from nic_ray.compress.store import CHUNK, Store, block_origins, write_block
 from nic_ray.errors import NicError
-from nic_ray.slides import open_slide, read_cells, read_thumbnail, tile_grid
-from nic_ray.slides.slide import Slide
+from nic_ray.slides import OpenSlides, open_slide, read_cells, read_thumbnail, tile_grid
 from nic_ray.slides.tissue import cell_fraction, default_mask_mpp, tissue_mask
+from nic_ray.store import CHUNK, Store, block_origins, write_block
 
 
 @dataclass(frozen=True)
@@ -38,11 +36,27 @@ class Settings:
     tissue_threshold: int  # 0..255
 
 
-def _row(slide_id: str, url: str, mpp: float, n_blocks: int, grid: tuple[int, int] = (0, 0),
-         y0: int = -1, x0: int = -1, tissue: np.ndarray | None = None, error: str = "") -> dict:
+def _row(
+    slide_id: str,
+    url: str,
+    mpp: float,
+    n_blocks: int,
+    grid: tuple[int, int] = (0, 0),
+    y0: int = -1,
+    x0: int = -1,
+    tissue: np.ndarray | None = None,
+    error: str = "",
+) -> dict:
     return {
-        "slide_id": slide_id, "url": url, "mpp": mpp, "n_blocks": n_blocks, "H": grid[0], "W": grid[1],
-        "y0": y0, "x0": x0, "tissue": np.zeros((CHUNK, CHUNK), np.uint8) if tissue is None else tissue,
+        "slide_id": slide_id,
+        "url": url,
+        "mpp": mpp,
+        "n_blocks": n_blocks,
+        "H": grid[0],
+        "W": grid[1],
+        "y0": y0,
+        "x0": x0,
+        "tissue": np.zeros((CHUNK, CHUNK), np.uint8) if tissue is None else tissue,
         "error": error,
     }
 
@@ -61,11 +75,17 @@ def plan_slide(row: dict, settings: Settings) -> list[dict]:
         return [_row(slide_id, url, mpp, 1, error=str(e))]
     origins = block_origins(tissue, settings.tissue_threshold)
     info = {
-        "source": url, "identity": identity, "level": grid.level, "scale": grid.scale, "mpp": grid.mpp,
-        "patch_size": grid.patch_size, "stride": grid.stride,
+        "source": url,
+        "identity": identity,
+        "level": grid.level,
+        "scale": grid.scale,
+        "mpp": grid.mpp,
+        "patch_size": grid.patch_size,
+        "stride": grid.stride,
         "tissue_threshold": settings.tissue_threshold,
         "n_tissue_tiles": int((tissue >= settings.tissue_threshold).sum()),
-        "n_blocks": len(origins), "plan_seconds": round(time.perf_counter() - start, 3),
+        "n_blocks": len(origins),
+        "plan_seconds": round(time.perf_counter() - start, 3),
     }
     Store.open(settings.store, mode="r+").create_slide(slide_id, info, tissue, thumb)
     if not origins:  # no tissue: one empty block still tells the driver the slide is done
@@ -78,34 +98,12 @@ def plan_slide(row: dict, settings: Settings) -> list[dict]:
     ]
 
 
-class OpenSlides:
-    """The few slides a reader process has open, least recently used closed first."""
-
-    def __init__(self, size: int = 4):
-        self._open: OrderedDict[str, Slide] = OrderedDict()
-        self._size = size
-
-    def get(self, url: str, mpp: float) -> Slide:
-        if url in self._open:
-            self._open.move_to_end(url)
-            return self._open[url]
-        slide = open_slide(url, mpp=None if np.isnan(mpp) else mpp)
-        self._open[url] = slide
-        if len(self._open) > self._size:
-            self._open.popitem(last=False)[1].close()
-        return slide
-
-    def drop(self, url: str) -> None:
-        slide = self._open.pop(url, None)
-        if slide is not None:
-            slide.close()
-
-
 _READER_SLIDES = OpenSlides()
 
 
-def read_tiles(row: dict, settings: Settings, pool: ThreadPoolExecutor, threads: int
-               ) -> tuple[np.ndarray, np.ndarray, str]:
+def read_tiles(
+    row: dict, settings: Settings, pool: ThreadPoolExecutor, threads: int
+) -> tuple[np.ndarray, np.ndarray, str]:
     """Decode the tissue tiles of one block: (n, 2) cells, (n, P, P, 3) uint8 tiles, error.
 
     The block's rows are split over ``threads`` threads of ``pool`` (`read_cells`).

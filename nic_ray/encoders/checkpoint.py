@@ -13,6 +13,7 @@ from pathlib import Path
 import safetensors.torch
 from torch import nn
 
+from nic_ray.encoders.registry import create_encoder
 from nic_ray.errors import EncoderError
 
 FORMAT_VERSION = 1
@@ -39,8 +40,6 @@ def save_encoder(encoder: nn.Module, directory: str | Path) -> Path:
 
 
 def load_checkpoint(directory: str | Path) -> nn.Module:
-    from nic_ray.encoders.registry import create_encoder
-
     directory = Path(directory)
     try:
         config = json.loads((directory / "config.json").read_text())
@@ -49,7 +48,9 @@ def load_checkpoint(directory: str | Path) -> nn.Module:
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise EncoderError(f"{directory}: bad config.json ({e})") from None
     if config.get("format_version") != FORMAT_VERSION:
-        raise EncoderError(f"{directory}: checkpoint format {config.get('format_version')!r}, expected {FORMAT_VERSION}")
+        raise EncoderError(
+            f"{directory}: checkpoint format {config.get('format_version')!r}, expected {FORMAT_VERSION}"
+        )
     encoder = create_encoder(architecture, **kwargs)
     weights = directory / "model.safetensors"
     if not weights.is_file():
@@ -76,6 +77,11 @@ def encoder_sha256(encoder: nn.Module) -> str:
 
 
 def encoder_identity(name: str, encoder: nn.Module) -> dict:
-    """What a store records of the encoder that filled it (DESIGN.md, "Store format")."""
-    return {"name": str(name), "sha256": encoder_sha256(encoder), "code_size": encoder.code_size,
-            "patch_size": encoder.patch_size, "mpp": encoder.mpp}
+    """What a store records of the encoder that filled it (docs/design.md, "Store format")."""
+    return {
+        "name": str(name),
+        "sha256": encoder_sha256(encoder),
+        "code_size": encoder.code_size,
+        "patch_size": encoder.patch_size,
+        "mpp": encoder.mpp,
+    }

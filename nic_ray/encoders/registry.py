@@ -2,14 +2,13 @@
 
 An encoder is a ``torch.nn.Module`` mapping uint8 patches (N, P, P, 3) to float codes (N, C),
 with attributes ``code_size`` (C), ``patch_size`` (P) and ``mpp`` (the µm/px it expects), and a
-``config`` dict from which ``create_encoder(**config)`` builds it again (DESIGN.md, Encoders).
+``config`` dict from which ``create_encoder(**config)`` builds it again (docs/design.md, Encoders).
 """
 
 from __future__ import annotations
 
 import importlib
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -33,7 +32,7 @@ def list_encoders() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def _factory(architecture: str) -> Callable[..., nn.Module]:
+def factory(architecture: str) -> Callable[..., nn.Module]:
     if architecture in _REGISTRY:
         return _REGISTRY[architecture]
     if ":" in architecture:  # a user's own module: package.module:factory
@@ -51,15 +50,18 @@ def _factory(architecture: str) -> Callable[..., nn.Module]:
 def create_encoder(architecture: str, seed: int = 0, **kwargs) -> nn.Module:
     """A freshly initialised encoder; the same ``seed`` gives the same weights.
 
-    >>> enc = create_encoder("nic", code_size=64)
-    >>> enc(torch.zeros(2, 128, 128, 3, dtype=torch.uint8)).shape
-    torch.Size([2, 64])
+    >>> patches = torch.randint(0, 256, (2, 128, 128, 3), dtype=torch.uint8)
+    >>> a, b = create_encoder("nic", code_size=64).eval(), create_encoder("nic", code_size=64).eval()
+    >>> a(patches).shape, torch.equal(a(patches), b(patches))
+    (torch.Size([2, 64]), True)
+    >>> torch.equal(a(patches), create_encoder("nic", seed=1, code_size=64).eval()(patches))
+    False
     """
-    factory = _factory(architecture)
+    build = factory(architecture)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
-            encoder = factory(**kwargs)
+            encoder = build(**kwargs)
         except TypeError as e:
             raise EncoderError(f"encoder {architecture!r}: bad options ({e})") from None
     _check(encoder, architecture)
@@ -74,27 +76,3 @@ def _check(encoder: object, name: str) -> None:
     for attr, kind in (("code_size", int), ("patch_size", int), ("mpp", (int, float))):
         if not isinstance(getattr(encoder, attr, None), kind):
             raise EncoderError(f"encoder {name!r}: it needs an attribute {attr!r} ({kind})")
-
-
-def load_encoder(name_or_path: str | Path, **kwargs) -> nn.Module:
-    """The encoder named ``name_or_path``, in eval mode, ready to compress with.
-
-    ``name_or_path`` is a registered name (``"mean-rgb"``, ``"nic"``), a checkpoint directory
-    written by `save_encoder`, or ``package.module:factory``. Extra ``kwargs`` go to the
-    architecture (for names and import paths).
-
-    >>> load_encoder("mean-rgb").code_size
-    3
-    """
-    from nic_ray.encoders.checkpoint import is_checkpoint, load_checkpoint
-
-    text = str(name_or_path)
-    if is_checkpoint(text):
-        encoder = load_checkpoint(text)
-    elif text in _REGISTRY or ":" in text:
-        encoder = create_encoder(text, **kwargs)
-    elif Path(text).exists():
-        raise EncoderError(f"{text}: not an encoder checkpoint (a directory with config.json and model.safetensors)")
-    else:
-        _factory(text)  # raises the "unknown encoder" error
-    return encoder.eval()

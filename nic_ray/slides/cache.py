@@ -114,12 +114,11 @@ class SlideCache:
     def _make_room(self, size: int, url: str) -> None:
         if size > self.max_bytes:
             raise SlideError(
-                url, f"{size} bytes will not fit the slide cache {self.directory} "
-                f"(at most {self.max_bytes}); raise NIC_RAY_CACHE_BYTES"
+                url,
+                f"{size} bytes will not fit the slide cache {self.directory} "
+                f"(at most {self.max_bytes}); raise NIC_RAY_CACHE_BYTES",
             )
-        entries = sorted(
-            (e for e in self.directory.iterdir() if e.is_dir()), key=lambda e: e.stat().st_mtime
-        )
+        entries = sorted((e for e in self.directory.iterdir() if e.is_dir()), key=lambda e: e.stat().st_mtime)
         sizes = {e: _tree_size(e) for e in entries}
         used = sum(sizes.values())
         for entry in entries:

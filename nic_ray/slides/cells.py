@@ -40,8 +40,10 @@ def read_cells(
         slide.read_targets(grid.level, targets, pool, threads)
         return out
     # A run of cells is one band of target pixels: (its cells' indices, x, y, width).
-    bands = [(index, int(cells[index[0], 1]) * S, int(cells[index[0], 0]) * S, (len(index) - 1) * S + P)
-             for index in _runs(cells)]
+    bands = [
+        (index, int(cells[index[0], 1]) * S, int(cells[index[0], 0]) * S, (len(index) - 1) * S + P)
+        for index in _runs(cells)
+    ]
     if grid.level in slide.fast_levels:
         targets = []
         for index, x, y, span in bands:
@@ -49,9 +51,11 @@ def read_cells(
             targets.append(Target(ly, lx, lh, lw, finish=partial(_shrink_and_cut, grid, span, out, index)))
         slide.read_targets(grid.level, targets, pool, threads)
     else:
+
         def read_band(band: tuple[np.ndarray, int, int, int]) -> None:
             index, x, y, span = band
             out[index] = _cut(read_target_region(slide, grid, x, y, span, P), S, P)
+
         list((pool.map if pool is not None else map)(read_band, bands))
     return out
 

@@ -1,7 +1,7 @@
 """The grid of P×P patches (stride S) that covers a slide at the target resolution.
 
 Cell (y, x) covers target pixels [y·S, y·S+P) × [x·S, x·S+P); the grid is H = ceil(height/S)
-by W = ceil(width/S), and patches that run off the image are padded white (DESIGN.md).
+by W = ceil(width/S), and patches that run off the image are padded white (docs/design.md).
 """
 
 from __future__ import annotations

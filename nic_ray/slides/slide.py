@@ -82,9 +82,7 @@ class Slide:
             x = float(props[openslide.PROPERTY_NAME_MPP_X])
             y = float(props.get(openslide.PROPERTY_NAME_MPP_Y, x))
         except (KeyError, ValueError):
-            raise SlideError(
-                self.source, "no µm/px in the file; give this slide an mpp override"
-            ) from None
+            raise SlideError(self.source, "no µm/px in the file; give this slide an mpp override") from None
         return (x + y) / 2
 
     def _open_fast_pages(self) -> None:
@@ -127,7 +125,9 @@ class Slide:
             self.read_targets(level, [target])
             return target.pixels
         try:
-            rgba = np.asarray(self._osr.read_region((round(x * lv.downsample), round(y * lv.downsample)), level, (width, height)))
+            rgba = np.asarray(
+                self._osr.read_region((round(x * lv.downsample), round(y * lv.downsample)), level, (width, height))
+            )
         except (openslide.OpenSlideError, OSError, ValueError, RuntimeError) as e:
             # After one bad tile an OpenSlide handle can stay broken.
             self._osr.close()
@@ -137,7 +137,9 @@ class Slide:
         pixels[rgba[..., 3] == 0] = 255
         return pixels
 
-    def read_targets(self, level: int, targets: Sequence[Target], pool: Executor | None = None, threads: int = 1) -> None:
+    def read_targets(
+        self, level: int, targets: Sequence[Target], pool: Executor | None = None, threads: int = 1
+    ) -> None:
         """Fill ``targets`` from the tiles of ``level``, one of `fast_levels` (`TiledPage.fill`)."""
         try:
             self._pages[level].fill(targets, pool, threads)

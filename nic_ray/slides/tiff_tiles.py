@@ -9,6 +9,7 @@ imagecodecs releases the GIL.
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
@@ -109,13 +110,20 @@ class TiledPage:
             if self._jpeg and not data.endswith(b"\xff\xd9"):
                 raise OSError("corrupt, its JPEG data has no end marker")
             if self._jpeg_rgb:
-                imagecodecs.jpeg8_decode(data, tables=self._jpegtables, colorspace=self._jpeg_colorspace,
-                                         outcolorspace=tifffile.PHOTOMETRIC.RGB, out=out)
+                imagecodecs.jpeg8_decode(
+                    data,
+                    tables=self._jpegtables,
+                    colorspace=self._jpeg_colorspace,
+                    outcolorspace=tifffile.PHOTOMETRIC.RGB,
+                    out=out,
+                )
             else:
                 segment = self._decode(data, i, jpegtables=self._jpegtables)[0]
                 out[...] = segment.reshape(self.tile_height, self.tile_width, -1)[..., :3]
         except (OSError, ValueError, RuntimeError) as e:  # imagecodecs' errors are RuntimeErrors
-            raise OSError(f"at x={col * self.tile_width}, y={row * self.tile_height} (tile {row}, {col}): {e}") from None
+            raise OSError(
+                f"at x={col * self.tile_width}, y={row * self.tile_height} (tile {row}, {col}): {e}"
+            ) from None
         return out
 
     def fill(self, targets: Sequence[Target], pool: Executor | None = None, threads: int = 1) -> None:
@@ -123,7 +131,7 @@ class TiledPage:
 
         Tile-major: a tile is copied into every target it reaches as soon as it is decoded,
         while it is still in the CPU's cache, rather than kept for the next row of patches
-        (4–6% faster for 240-px tiles under 128-px patches). A target with no pixels gets them
+        (docs/benchmarks.md, read_tiles). A target with no pixels gets them
         (white outside the image) from its first tile, and its ``finish`` runs after its last.
         With a ``pool``, ``threads`` of its threads take a band of tile rows each.
         """
@@ -210,14 +218,31 @@ def _plan(page: TiledPage, targets: Sequence[Target], threads: int) -> _Plan:
     is_last = np.zeros(len(r), bool)
     across = np.zeros(0, np.int64)
     if len(r):
-        first_last = np.stack([np.minimum.reduceat(position, start[inside]), np.maximum.reduceat(position, start[inside])])
+        first_last = np.stack(
+            [np.minimum.reduceat(position, start[inside]), np.maximum.reduceat(position, start[inside])]
+        )
         band = np.searchsorted(cuts, first_last, side="right")
         is_last[first_last[1][band[0] == band[1]]] = True
         across = np.flatnonzero(inside)[band[0] != band[1]]
     py0, py1 = np.maximum(y0[target], r * th), np.minimum(y1[target], r * th + th)
     px0, px1 = np.maximum(x0[target], c * tw), np.minimum(x1[target], c * tw + tw)
     at_y, at_x = top[target], left[target]
-    pieces = [r * page._across + c, target, py0 - at_y, py1 - at_y, px0 - at_x, px1 - at_x,
-              py0 - r * th, py1 - r * th, px0 - c * tw, px1 - c * tw, is_last]
-    return _Plan(np.flatnonzero(~inside).tolist(), across.tolist(),
-                 [slice(a, b) for a, b in zip(edges[:-1], edges[1:])], [column.tolist() for column in pieces])
+    pieces = [
+        r * page._across + c,
+        target,
+        py0 - at_y,
+        py1 - at_y,
+        px0 - at_x,
+        px1 - at_x,
+        py0 - r * th,
+        py1 - r * th,
+        px0 - c * tw,
+        px1 - c * tw,
+        is_last,
+    ]
+    return _Plan(
+        np.flatnonzero(~inside).tolist(),
+        across.tolist(),
+        [slice(a, b) for a, b in itertools.pairwise(edges)],
+        [column.tolist() for column in pieces],
+    )

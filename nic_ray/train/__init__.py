@@ -1,18 +1,20 @@
 """Slide-level learning on compressed grids: labels, splits, crops, the NIC CNN, losses, metrics,
-the Ray Train loop, prediction and evaluation."""
+the training loop, prediction and evaluation."""
 
-from nic_ray.train.crops import crop_pmf, evenly_spaced_centres, read_crop, sample_centres
-from nic_ray.train.evaluate import evaluate, format_evaluation
-from nic_ray.train.labels import LabelError, Labels, Task, load_labels, parse_task
-from nic_ray.train.losses import cox_loss, task_loss
-from nic_ray.train.metrics import bootstrap_intervals, c_index, task_metrics
-from nic_ray.train.nic_cnn import NICNet
-from nic_ray.train.predict import predict
-from nic_ray.train.splits import plan_splits
-from nic_ray.train.trainer import train
+from nic_ray.lazy import lazy_exports
 
-__all__ = [
-    "LabelError", "Labels", "NICNet", "Task", "bootstrap_intervals", "c_index", "cox_loss", "crop_pmf",
-    "evaluate", "evenly_spaced_centres", "format_evaluation", "load_labels", "parse_task", "plan_splits", "predict",
-    "read_crop", "sample_centres", "task_loss", "task_metrics", "train",
-]
+__getattr__, __dir__ = lazy_exports(
+    __name__,
+    {
+        **dict.fromkeys(["crop_pmf", "evenly_spaced_centres", "read_crop", "sample_centres"], "nic_ray.train.crops"),
+        **dict.fromkeys(["evaluate", "format_evaluation"], "nic_ray.train.evaluation"),
+        **dict.fromkeys(["LabelError", "Labels", "Task", "load_labels", "parse_task"], "nic_ray.train.labels"),
+        **dict.fromkeys(["cox_loss", "task_loss"], "nic_ray.train.losses"),
+        **dict.fromkeys(["bootstrap_intervals", "c_index", "task_metrics"], "nic_ray.train.metrics"),
+        "NICNet": "nic_ray.train.nic_cnn",
+        "TrainOptions": "nic_ray.train.options",
+        "predict": "nic_ray.train.prediction",
+        "plan_splits": "nic_ray.train.splits",
+        "train": "nic_ray.train.trainer",
+    },
+)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.ndimage import distance_transform_edt
 
-from nic_ray.compress.grid_reader import GridReader
 from nic_ray.dihedral import dihedral, inverse
+from nic_ray.store.grid_reader import GridReader
 
 
 def crop_pmf(tissue: np.ndarray, threshold: int = 26) -> np.ndarray:
@@ -41,8 +41,15 @@ def evenly_spaced_centres(tissue: np.ndarray, count: int = 10, threshold: int = 
     return cells[picks]
 
 
-def read_crop(grid, orientation: int, centre: tuple[int, int], size: int, dtype=np.float32, turn: int = 0,
-              out: np.ndarray | None = None) -> np.ndarray:
+def read_crop(
+    grid,
+    orientation: int,
+    centre: tuple[int, int],
+    size: int,
+    dtype=np.float32,
+    turn: int = 0,
+    out: np.ndarray | None = None,
+) -> np.ndarray:
     """(C, size, size) crop of ``grid`` (O, C, H, W) as ``dtype``, zero-padded off the grid; into ``out`` if given.
 
     ``grid`` is a `GridReader` or any array that slices (numpy, zarr). Orientation o holds

@@ -8,8 +8,8 @@ through the store's own storage (local or ``s3://``).
 
 Threads, not worker processes: a crop is file reads, blosc decoding and numpy copies, which all
 release the GIL, and a batch made in this process lands in memory the process reuses. From worker
-processes every batch (330 MB at 8 × 128 × 400²) came through fresh shared memory that both sides
-had to fault in: 0.11 core-seconds a crop against 0.06 here (benchmarks/train.py).
+processes every batch came through fresh shared memory that both sides had to fault in, about
+twice the CPU a crop (benchmarks/train.py).
 
 Example::
 
@@ -31,9 +31,9 @@ from functools import lru_cache
 import numpy as np
 import torch
 
-from nic_ray.compress.grid_reader import GridReader
-from nic_ray.compress.store import Store
 from nic_ray.dihedral import ORIENTATIONS
+from nic_ray.store.grid_reader import GridReader
+from nic_ray.store.store import Store
 from nic_ray.train.crops import crop_pmf, read_crop, sample_centres
 
 
@@ -71,8 +71,14 @@ class Draws:
 class CropDataset:
     """float16 crops of ``slide_ids`` with their targets (task name → per-slide array, NaN = missing)."""
 
-    def __init__(self, store_url: str, slide_ids: list[str], targets: dict[str, np.ndarray], crop_size: int,
-                 grid_dihedral: bool = True):
+    def __init__(
+        self,
+        store_url: str,
+        slide_ids: list[str],
+        targets: dict[str, np.ndarray],
+        crop_size: int,
+        grid_dihedral: bool = True,
+    ):
         self.store, self.slide_ids, self.crop_size = Store.open(store_url), list(slide_ids), crop_size
         self.targets = {name: np.asarray(v, np.float32) for name, v in targets.items()}
         self.grid_dihedral = grid_dihedral
@@ -85,7 +91,9 @@ class CropDataset:
         reader, tissue = self.store.grid(self.slide_ids[index])
         return reader, crop_pmf(tissue)
 
-    def read_batch(self, draws: list[tuple[int, int]], pin_memory: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def read_batch(
+        self, draws: list[tuple[int, int]], pin_memory: bool = False
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(B, C, R, R) float16 crops of the (slide index, seed) ``draws``, and (B, k) targets per task."""
         size = self.crop_size
         # float16 as stored: half the bytes to write and to move to a GPU.
@@ -115,7 +123,13 @@ class CropLoader:
     """
 
     def __init__(self, dataset: CropDataset, draws: Draws, batch_size: int, workers: int, pin_memory: bool = False):
-        self.dataset, self.draws, self.batch_size, self.workers, self.pin_memory = dataset, draws, batch_size, workers, pin_memory
+        self.dataset, self.draws, self.batch_size, self.workers, self.pin_memory = (
+            dataset,
+            draws,
+            batch_size,
+            workers,
+            pin_memory,
+        )
 
     def __len__(self) -> int:
         return len(self.draws) // self.batch_size

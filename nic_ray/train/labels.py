@@ -12,11 +12,9 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.csv
-import pyarrow.parquet
 
 from nic_ray.errors import NicError
+from nic_ray.tables import read_table
 
 TYPES = ("binary", "multiclass", "regression", "survival")
 SPLITS = ("train", "val", "test")
@@ -64,14 +62,14 @@ class Labels:
     split: list[str] | None = None  # the table's split column, if any
     fold: list[int] | None = None  # the table's fold column, if any
 
-    def targets(self, ids: list[str], scaling: dict[str, tuple[float, float]]) -> dict[str, np.ndarray]:
-        """Task → targets of ``ids``: class index, value scaled by ``scaling`` (mean, std), or
-        (time, event) rows; NaN where a label is missing."""
+    def targets(self, ids: list[str], scaling: dict[str, tuple[float, float]] | None = None) -> dict[str, np.ndarray]:
+        """Task → targets of ``ids``: class index, value (standardised by ``scaling``'s (mean,
+        std) where given), or (time, event) rows; NaN where a label is missing."""
         position = {s: i for i, s in enumerate(self.slide_ids)}
         out = {}
         for task in self.tasks:
             values = np.array([self.values[task.name][position[s]] for s in ids], float)
-            if task.type == "regression":
+            if task.type == "regression" and scaling:
                 mean, std = scaling[task.name]
                 values = (values - mean) / std
             out[task.name] = values
@@ -82,22 +80,15 @@ class Labels:
         out = {}
         for task in self.tasks:
             if task.type == "regression":
-                values = self.targets(ids, {task.name: (0.0, 1.0)})[task.name]
+                values = self.targets(ids)[task.name]
                 std = float(np.nanstd(values))
                 out[task.name] = (float(np.nanmean(values)), std if std > 0 else 1.0)
         return out
 
 
-def read_table(path: str) -> pa.Table:
-    try:
-        return pyarrow.parquet.read_table(path) if str(path).endswith(".parquet") else pyarrow.csv.read_csv(path)
-    except (OSError, pa.ArrowInvalid) as e:
-        raise LabelError(f"{path}: cannot read the label table ({str(e).splitlines()[0]})") from None
-
-
 def load_labels(path: str, tasks: list[Task], complete_slides: list[str]) -> Labels:
     """Validate ``path`` (CSV or Parquet, keyed by ``slide_id``) for ``tasks`` against a store."""
-    rows = read_table(path).to_pylist()
+    rows = read_table(path, "label table", LabelError).to_pylist()
     if not rows or "slide_id" not in rows[0]:
         raise LabelError(f"{path}: the label table needs a slide_id column and rows")
     ids = [str(r["slide_id"]) for r in rows]
@@ -116,9 +107,13 @@ def load_labels(path: str, tasks: list[Task], complete_slides: list[str]) -> Lab
         values[task.name], task = _check(path, task, used)
         checked.append(task)
     return Labels(
-        slide_ids=[str(r["slide_id"]) for r in used], tasks=checked, values=values,
-        not_in_store=sorted(set(ids) - complete), not_in_table=sorted(complete - set(ids)),
-        split=_split_column(path, used), fold=_fold_column(path, used),
+        slide_ids=[str(r["slide_id"]) for r in used],
+        tasks=checked,
+        values=values,
+        not_in_store=sorted(set(ids) - complete),
+        not_in_table=sorted(complete - set(ids)),
+        split=_split_column(path, used),
+        fold=_fold_column(path, used),
     )
 
 
@@ -150,7 +145,9 @@ def _number(path: str, task: Task, row: dict, column: str) -> float:
     try:
         return float(value)
     except (TypeError, ValueError):
-        raise LabelError(f"{path}: task {task.name}: {column} of {row['slide_id']} is {value!r}, not a number") from None
+        raise LabelError(
+            f"{path}: task {task.name}: {column} of {row['slide_id']} is {value!r}, not a number"
+        ) from None
 
 
 def _check(path: str, task: Task, rows: list[dict]) -> tuple[list, Task]:
@@ -169,8 +166,9 @@ def _check(path: str, task: Task, rows: list[dict]) -> tuple[list, Task]:
     raw = [r[task.columns[0]] for r in rows]
     classes = tuple(sorted({v for v in raw if v is not None and v != ""}, key=str))
     if len(classes) < 2:
-        raise LabelError(f"{path}: task {task.name}: a single class {classes[0] if classes else '(none)'!r}; "
-                         "nothing to learn")
+        raise LabelError(
+            f"{path}: task {task.name}: a single class {classes[0] if classes else '(none)'!r}; nothing to learn"
+        )
     if task.type == "binary" and len(classes) != 2:
         raise LabelError(f"{path}: task {task.name}: binary needs 2 classes, found {len(classes)}; use multiclass")
     index = {c: i for i, c in enumerate(classes)}

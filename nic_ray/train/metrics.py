@@ -65,8 +65,9 @@ def task_metrics(task_type: str, target: np.ndarray, output: np.ndarray) -> dict
     return out
 
 
-def bootstrap_intervals(task_type: str, target: np.ndarray, output: np.ndarray, resamples: int = 1000,
-                        seed: int = 0) -> dict[str, tuple[float, float]]:
+def bootstrap_intervals(
+    task_type: str, target: np.ndarray, output: np.ndarray, resamples: int = 1000, seed: int = 0
+) -> dict[str, tuple[float, float]]:
     """95% percentile intervals of each metric over ``resamples`` resamplings of the slides."""
     known = _known(target)
     target, output = target[known], output[known]
@@ -77,5 +78,7 @@ def bootstrap_intervals(task_type: str, target: np.ndarray, output: np.ndarray, 
         for name, value in task_metrics(task_type, target[pick], output[pick]).items():
             samples.setdefault(name, []).append(value)
     samples.pop("n", None)
-    return {name: tuple(float(q) for q in np.nanpercentile(v, [2.5, 97.5])) if not np.isnan(v).all()
-            else (np.nan, np.nan) for name, v in samples.items()}
+    return {
+        name: tuple(float(q) for q in np.nanpercentile(v, [2.5, 97.5])) if not np.isnan(v).all() else (np.nan, np.nan)
+        for name, v in samples.items()
+    }

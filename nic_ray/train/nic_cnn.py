@@ -4,7 +4,6 @@
 LeakyReLU(0.3) → SpatialDropout] → global average → dense → BatchNorm → LeakyReLU → one head per
 task. A 400×400 crop shrinks to 1×1 exactly; larger crops are averaged. Valid convolutions need
 crops of at least 383 cells with these strides: use fewer or smaller strides for smaller crops.
-~161k parameters at width 128 with one binary head.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-NIC_STRIDES = (2, 2, 2, 2, 2, 2, 1, 1)
+from nic_ray.train.options import NIC_STRIDES
 
 
 class SeparableConv2d(nn.Sequential):
@@ -26,22 +25,40 @@ class SeparableConv2d(nn.Sequential):
 class NICNet(nn.Module):
     """``heads`` maps a task name to its output size (classes, or 1 for regression/survival).
 
-    >>> net = NICNet(in_channels=128, heads={"grade": 3, "os": 1})
-    >>> out = net.eval()(torch.zeros(2, 128, 400, 400))
+    >>> net = NICNet(in_channels=128, heads={"grade": 3, "os": 1}).eval()
+    >>> x = torch.randn(2, 128, 400, 400)
+    >>> out = net(x)
     >>> out["grade"].shape, out["os"].shape
     (torch.Size([2, 3]), torch.Size([2, 1]))
+    >>> torch.allclose(net(x[1:])["grade"], out["grade"][1:], atol=1e-5)  # each crop on its own
+    True
     """
 
-    def __init__(self, in_channels: int, heads: dict[str, int], width: int = 128,
-                 strides: tuple[int, ...] = NIC_STRIDES, dropout: float = 0.2):
+    def __init__(
+        self,
+        in_channels: int,
+        heads: dict[str, int],
+        width: int = 128,
+        strides: tuple[int, ...] = NIC_STRIDES,
+        dropout: float = 0.2,
+    ):
         super().__init__()
-        self.config = {"in_channels": in_channels, "heads": dict(heads), "width": width,
-                       "strides": list(strides), "dropout": dropout}
+        self.config = {
+            "in_channels": in_channels,
+            "heads": dict(heads),
+            "width": width,
+            "strides": list(strides),
+            "dropout": dropout,
+        }
         layers: list[nn.Module] = []
         channels = in_channels
         for stride in strides:
-            layers += [SeparableConv2d(channels, width, stride), nn.BatchNorm2d(width), nn.LeakyReLU(0.3),
-                       nn.Dropout2d(dropout)]
+            layers += [
+                SeparableConv2d(channels, width, stride),
+                nn.BatchNorm2d(width),
+                nn.LeakyReLU(0.3),
+                nn.Dropout2d(dropout),
+            ]
             channels = width
         self.features = nn.Sequential(*layers)
         self.dense = nn.Sequential(nn.Linear(width, width), nn.BatchNorm1d(width), nn.LeakyReLU(0.3))

@@ -16,69 +16,32 @@ Example::
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import ray.train
 import ray.train.torch
 import torch
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
 
-from nic_ray.compress.store import Store
-from nic_ray.cpu_memory import reuse_freed_memory, worker_runtime_env
 from nic_ray.errors import NicError
-from nic_ray.ray_cluster import require_resources
+from nic_ray.options import split_options
+from nic_ray.runtime.checkpoint import snapshot
+from nic_ray.runtime.resources import Resources
+from nic_ray.runtime.run_files import RunFiles
+from nic_ray.runtime.trainer import fit, last_checkpoint, open_run, report_epoch, restore, worker_setup
 from nic_ray.slides.cache import is_remote
-from nic_ray.train.checkpoint import load_best, load_state, save_state
+from nic_ray.store import Store
 from nic_ray.train.dataset import CropDataset, CropLoader, Draws, balanced_weights
 from nic_ray.train.labels import Labels, Task, load_labels, parse_task
 from nic_ray.train.losses import task_loss
 from nic_ray.train.metrics import task_metrics
-from nic_ray.train.nic_cnn import NIC_STRIDES, NICNet
-from nic_ray.train.predict import model_tasks, predict_outputs
-from nic_ray.train.run_files import RunError, RunFiles
+from nic_ray.train.nic_cnn import NICNet
+from nic_ray.train.options import TrainOptions
+from nic_ray.train.prediction import model_tasks, predict_outputs
 from nic_ray.train.splits import plan_splits
-
-
-@dataclass
-class TrainOptions:
-    """Everything that shapes a model; a resumed run must ask for the same."""
-
-    epochs: int = 50
-    batch_size: int = 16  # across all workers
-    steps_per_epoch: int = 0  # 0: one pass over the training slides' count
-    crop_size: int = 400
-    width: int = 128
-    strides: tuple[int, ...] = NIC_STRIDES
-    dropout: float = 0.2
-    lr: float = 1e-2
-    min_lr: float = 1e-4
-    lr_patience: int = 4
-    patience: int = 10
-    weight_decay: float = 1e-5
-    grid_dihedral: bool = True
-    balance: str = ""  # the task whose classes batches balance; "": the first classification task
-    val_crops: int = 4
-    val_views: int = 1
-    folds: int = 4
-    seed: int = 0
-
-
-@dataclass
-class Resources:
-    """Where the training runs; may change when a run is resumed."""
-
-    workers: int = 1
-    gpus_per_worker: float = 0
-    cpus_per_worker: float = 1
-    loader_workers: int = 2
-    max_failures: int = 3
 
 
 @dataclass
@@ -87,22 +50,6 @@ class TrainResult:
     parts: dict[str, dict] = field(default_factory=dict)  # part → metrics of its best epoch
     not_in_store: list[str] = field(default_factory=list)
     not_in_table: list[str] = field(default_factory=list)
-
-
-def split_options(kwargs: dict, *dataclasses: type) -> tuple:
-    """``kwargs`` shared out among option ``dataclasses`` (each built with its share)."""
-    names = [{f.name for f in fields(d)} for d in dataclasses]
-    unknown = set(kwargs) - set().union(*names)
-    if unknown:
-        raise TypeError(f"unknown options: {', '.join(sorted(unknown))}")
-    return tuple(d(**{k: v for k, v in kwargs.items() if k in n}) for d, n in zip(dataclasses, names))
-
-
-def worker_setup() -> tuple[int, int, torch.device]:
-    """(rank, world size, device) of this Ray Train worker, made ready to train on its CPU too."""
-    reuse_freed_memory()
-    context = ray.train.get_context()
-    return context.get_world_rank(), context.get_world_size(), ray.train.torch.get_device()
 
 
 def train(store: str, labels: str, tasks: list[str | Task], out: str, **kwargs) -> TrainResult:
@@ -119,15 +66,19 @@ def train(store: str, labels: str, tasks: list[str | Task], out: str, **kwargs) 
     if options.balance and options.balance not in [t.name for t in table.tasks]:
         raise NicError(f"--balance {options.balance}: no such task")
     parts = plan_splits(table, options.folds, options.seed)
-    files = RunFiles(out)
-    run = {"store": str(store), "labels": str(labels), "tasks": [asdict(t) for t in table.tasks],
-           "options": asdict(options), "parts": list(parts), "splits": parts}
-    if files.exists("run.json"):
-        if _jsonable(files.read_json("run.json")) != _jsonable(run):
-            raise RunError(f"{out}: holds a run with other data or options; use another --out")
-    else:
-        files.write_json("run.json", run)
-    require_resources("training worker", {"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker})
+    files = open_run(
+        out,
+        {
+            "store": str(store),
+            "labels": str(labels),
+            "tasks": [asdict(t) for t in table.tasks],
+            "options": asdict(options),
+            "parts": list(parts),
+            "splits": parts,
+        },
+        "a run",
+    )
+    resources.require()
     result = TrainResult(str(out), not_in_store=table.not_in_store, not_in_table=table.not_in_table)
     for part, split in parts.items():
         if not files.exists(part, "model", "config.json"):
@@ -136,48 +87,49 @@ def train(store: str, labels: str, tasks: list[str | Task], out: str, **kwargs) 
     return result
 
 
-def _jsonable(value):
-    return json.loads(json.dumps(value))
-
-
-def _fit(files: RunFiles, part: str, split: dict, store: Store, labels: Labels, options: TrainOptions,
-         resources: Resources) -> None:
+def _fit(
+    files: RunFiles, part: str, split: dict, store: Store, labels: Labels, options: TrainOptions, resources: Resources
+) -> None:
     scaling = labels.scaling(split["train"])
     heads = {t.name: t.outputs for t in labels.tasks}
-    model = {"in_channels": store.config.encoder["code_size"], "heads": heads, "width": options.width,
-             "strides": list(options.strides), "dropout": options.dropout}
+    model = {
+        "in_channels": store.config.encoder["code_size"],
+        "heads": heads,
+        "width": options.width,
+        "strides": list(options.strides),
+        "dropout": options.dropout,
+    }
     balance = options.balance or next((t.name for t in labels.tasks if t.type in ("binary", "multiclass")), "")
     config = {
-        "store": store.url, "part": part, "model": model, "tasks": [asdict(t) for t in labels.tasks],
-        "train_ids": split["train"], "val_ids": split["val"], "options": asdict(options),
+        "store": store.url,
+        "part": part,
+        "model": model,
+        "tasks": [asdict(t) for t in labels.tasks],
+        "train_ids": split["train"],
+        "val_ids": split["val"],
+        "options": asdict(options),
         "train_targets": labels.targets(split["train"], scaling),
-        "val_targets": labels.targets(split["val"], scaling), "balance": balance,
+        "val_targets": labels.targets(split["val"], scaling),
+        "balance": balance,
         "loader_workers": resources.loader_workers,
     }
-    storage_path, filesystem = files.ray_storage()
-    use_gpu = resources.gpus_per_worker > 0
-    trainer = TorchTrainer(
-        train_loop, train_loop_config=config,
-        scaling_config=ScalingConfig(
-            num_workers=resources.workers, use_gpu=use_gpu,
-            resources_per_worker={"CPU": resources.cpus_per_worker} | ({"GPU": resources.gpus_per_worker} if use_gpu else {}),
-        ),
-        run_config=RunConfig(
-            name=part, storage_path=storage_path, storage_filesystem=filesystem,
-            failure_config=FailureConfig(max_failures=resources.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2), worker_runtime_env=worker_runtime_env(),
-        ),
-    )
-    result = trainer.fit()
-    with result.checkpoint.as_directory() as directory:
-        state, best = load_best(directory)
+    state, weights = last_checkpoint(fit(files, part, train_loop, config, resources))
     history = state["history"]
     best_metrics = next(h for h in history if h["epoch"] == state["best_epoch"])
     files.write_csv(f"{part}/history.csv", history)
-    files.save_model(part, best, {
-        "model": model, "tasks": config["tasks"], "scaling": scaling, "crop_size": options.crop_size,
-        "store": asdict(store.config), "trained_on": store.url, "best": best_metrics,
-    })
+    files.save_model(
+        part,
+        weights["best"],
+        {
+            "model": model,
+            "tasks": config["tasks"],
+            "scaling": scaling,
+            "crop_size": options.crop_size,
+            "store": asdict(store.config),
+            "trained_on": store.url,
+            "best": best_metrics,
+        },
+    )
 
 
 def _validate(net: NICNet, store: Store, config: dict, tasks: list[Task], device: torch.device) -> dict[str, float]:
@@ -187,8 +139,9 @@ def _validate(net: NICNet, store: Store, config: dict, tasks: list[Task], device
     options = config["options"]
     ids = config["val_ids"]
     mine = list(range(rank, len(ids), world))
-    outputs = predict_outputs(net, store, [ids[i] for i in mine], options["crop_size"],
-                              options["val_crops"], options["val_views"], device)
+    outputs = predict_outputs(
+        net, store, [ids[i] for i in mine], options["crop_size"], options["val_crops"], options["val_views"], device
+    )
     gathered = [(mine, outputs)]
     if world > 1:
         gathered = [None] * world
@@ -216,22 +169,23 @@ def train_loop(config: dict) -> None:
     model = ray.train.torch.prepare_model(net)
     optimizer = torch.optim.Adam(net.parameters(), lr=options["lr"], weight_decay=options["weight_decay"])
     scheduler = torch.optim.lr_scheduler.ReduceLROnPlateau(
-        optimizer, factor=1 / 3, patience=options["lr_patience"], min_lr=options["min_lr"])
-    state = {"epoch": 0, "best_epoch": 0, "best_loss": math.inf, "history": [], "starts": 0}
-    best = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            state, best = load_state(directory, net, optimizer, scheduler)
-    state["starts"] += 1
+        optimizer, factor=1 / 3, patience=options["lr_patience"], min_lr=options["min_lr"]
+    )
+    state, weights = restore({"adam": optimizer}, {"epoch": 0, "best_epoch": 0, "best_loss": math.inf, "history": []})
+    if weights:
+        net.load_state_dict(weights["model"])
+        scheduler.load_state_dict(state.pop("scheduler"))
+    best = weights.get("best") or snapshot(net.state_dict())
 
     per_worker = options["batch_size"] // world
     train_ids = config["train_ids"]
     steps = options["steps_per_epoch"] or max(1, math.ceil(len(train_ids) / options["batch_size"]))
     balance = config["train_targets"].get(config["balance"])
-    weights = balanced_weights(balance) if balance is not None else np.full(len(train_ids), 1 / len(train_ids))
-    draws = Draws(weights, steps * per_worker, options["seed"], rank)
-    data = CropDataset(config["store"], train_ids, config["train_targets"], options["crop_size"], options["grid_dihedral"])
+    chances = balanced_weights(balance) if balance is not None else np.full(len(train_ids), 1 / len(train_ids))
+    draws = Draws(chances, steps * per_worker, options["seed"], rank)
+    data = CropDataset(
+        config["store"], train_ids, config["train_targets"], options["crop_size"], options["grid_dihedral"]
+    )
     loader = CropLoader(data, draws, per_worker, config["loader_workers"], pin_memory=device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
@@ -251,17 +205,27 @@ def train_loop(config: dict) -> None:
             losses.append(loss.item())
             ready = time.perf_counter()
         train_loss = float(np.mean(losses))
-        validation = _validate(net, data.store, config, tasks, device) if config["val_ids"] else {"val_loss": train_loss}
+        validation = (
+            _validate(net, data.store, config, tasks, device) if config["val_ids"] else {"val_loss": train_loss}
+        )
         scheduler.step(validation["val_loss"])
         state["epoch"] += 1
         if validation["val_loss"] < state["best_loss"]:
             state["best_loss"], state["best_epoch"] = validation["val_loss"], state["epoch"]
-            best = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()}
-        metrics = {"epoch": state["epoch"], "train_loss": train_loss, **validation, "lr": optimizer.param_groups[0]["lr"],
-                   "seconds": time.perf_counter() - start, "loader_wait": waited / (time.perf_counter() - start),
-                   "starts": state["starts"]}
+            best = snapshot(net.state_dict())
+        metrics = {
+            "epoch": state["epoch"],
+            "train_loss": train_loss,
+            **validation,
+            "lr": optimizer.param_groups[0]["lr"],
+            "seconds": time.perf_counter() - start,
+            "loader_wait": waited / (time.perf_counter() - start),
+            "starts": state["starts"],
+        }
         state["history"].append(metrics)
-        with tempfile.TemporaryDirectory() as directory:
-            if rank == 0:
-                save_state(directory, net, best, optimizer, scheduler, state)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if rank == 0 else None)
+        report_epoch(
+            metrics,
+            {"model": net.state_dict(), "best": best},
+            {"adam": optimizer},
+            {**state, "scheduler": scheduler.state_dict()},
+        )

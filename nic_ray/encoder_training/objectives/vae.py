@@ -9,10 +9,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nic_ray.encoders.augment import augment
+from nic_ray.encoder_training.augment import augment
+from nic_ray.encoder_training.objectives import Objective, register_objective
+from nic_ray.encoder_training.objectives.generator import Generator, pooled
 from nic_ray.encoders.nic import to_input
-from nic_ray.encoders.objectives import Objective, register_objective
-from nic_ray.encoders.objectives.generator import Generator, pooled
 
 
 @register_objective("vae")

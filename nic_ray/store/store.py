@@ -1,4 +1,4 @@
-"""The store: one Zarr v3 group of compressed slides (DESIGN.md, "Store format", a contract).
+"""The store: one Zarr v3 group of compressed slides (docs/design.md, "Store format", a contract).
 
 ```
 <store>/                       attrs["nic"]: format_version, encoder, stride, orientations
@@ -24,14 +24,14 @@ import zarr
 import zarr.errors
 from zarr.codecs import BloscCodec
 
-from nic_ray.compress.grid_reader import GridReader
 from nic_ray.errors import StoreError
+from nic_ray.store.grid_reader import GridReader
 
 FORMAT_VERSION = 1
 CHUNK = 32  # grid cells per chunk side: a block of work is one chunk of one slide
-# Codes compress little (zstd 1.09×, lz4 1.0× on NIC codes) but training reads every chunk a
-# crop touches: lz4 still squeezes the zeros of background cells and 2 loader threads read 28.2
-# crops/s against zstd's 18.6 (benchmarks/store_codecs.py).
+# Codes compress little whatever the codec, but training reads every chunk a crop touches: lz4
+# still squeezes the zeros of background cells and decodes far faster than zarr's default zstd
+# (benchmarks/store_codecs.py).
 EMBEDDINGS_CODEC = BloscCodec(cname="lz4", clevel=5, shuffle="shuffle")
 
 
@@ -45,8 +45,10 @@ class StoreConfig:
 
     def describe(self) -> str:
         e = self.encoder
-        return (f"encoder {e['name']} (sha256 {e['sha256'][:12]}, C={e['code_size']}, P={e['patch_size']}, "
-                f"{e['mpp']} µm/px), stride {self.stride}, {self.orientations} orientation(s)")
+        return (
+            f"encoder {e['name']} (sha256 {e['sha256'][:12]}, C={e['code_size']}, P={e['patch_size']}, "
+            f"{e['mpp']} µm/px), stride {self.stride}, {self.orientations} orientation(s)"
+        )
 
 
 class Store:
@@ -95,7 +97,9 @@ class Store:
         group.require_group("runs")
         store = cls(url, group)
         if store.config != config:
-            raise StoreError(f"{url}: built with {store.config.describe()}, not {config.describe()}; use another --store")
+            raise StoreError(
+                f"{url}: built with {store.config.describe()}, not {config.describe()}; use another --store"
+            )
         return store
 
     # Reading -----------------------------------------------------------------------------
@@ -166,8 +170,12 @@ class Store:
         H, W = tissue.shape
         e = self.config.encoder
         group.create_array(
-            "embeddings", shape=(self.config.orientations, e["code_size"], H, W), dtype="float16",
-            chunks=(1, e["code_size"], CHUNK, CHUNK), fill_value=0, dimension_names=("o", "c", "y", "x"),
+            "embeddings",
+            shape=(self.config.orientations, e["code_size"], H, W),
+            dtype="float16",
+            chunks=(1, e["code_size"], CHUNK, CHUNK),
+            fill_value=0,
+            dimension_names=("o", "c", "y", "x"),
             compressors=EMBEDDINGS_CODEC,
         )
         group.create_array("tissue", data=tissue, chunks=(CHUNK * 4, CHUNK * 4), dimension_names=("y", "x"))
@@ -201,4 +209,3 @@ def write_block(url: str, slide_id: str, shape: tuple[int, ...], y0: int, x0: in
     assert y0 % CHUNK == 0 and x0 % CHUNK == 0, "blocks must be chunk-aligned"
     array = _embeddings_array(url, slide_id, shape)
     array[:, :, y0 : y0 + block.shape[2], x0 : x0 + block.shape[3]] = block
-

@@ -1,6 +1,6 @@
 """Contrastive Siamese training: is a pair of patches one location seen twice, or two?
 
-Pairs come from `nic_ray.encoders.patches.make_pairs`: *same* = two independently augmented
+Pairs come from `nic_ray.encoder_training.patches.make_pairs`: *same* = two independently augmented
 views of one location; *different* = an adjacent location (75%) or one of another slide (25%).
 Both patches pass through the one encoder; a small classifier reads |a − b| and a · b.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nic_ray.encoders.augment import augment
+from nic_ray.encoder_training.augment import augment
+from nic_ray.encoder_training.objectives import Objective, register_objective
 from nic_ray.encoders.nic import to_input
-from nic_ray.encoders.objectives import Objective, register_objective
 
 
 @register_objective("contrastive")

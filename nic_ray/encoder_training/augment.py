@@ -4,9 +4,9 @@ Images are float (N, 3, P, P) in [-1, 1]. Each patch gets its own random dihedra
 scale and elastic deformation (one resampling), hue / saturation / brightness / contrast, and
 Gaussian noise. ``strength`` scales every range: 0 is the identity, 1 the paper's magnitudes.
 
->>> x = torch.zeros(4, 3, 32, 32)
->>> augment(x, strength=0.0).equal(x), augment(x).shape
-(True, torch.Size([4, 3, 32, 32]))
+>>> x = torch.rand(4, 3, 32, 32) * 2 - 1
+>>> augment(x, strength=0.0).equal(x), augment(x).shape, augment(x).equal(x)
+(True, torch.Size([4, 3, 32, 32]), False)
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ zarr's own slicing hops between threads twice per chunk (fetch, decode) and copi
 fresh temporary; a 400² training crop touches ~170 chunks, and that was most of a crop loader's
 time. Here a window's chunks are fetched through the array's own store (the abstraction zarr
 itself reads with), then decoded one by one in the calling thread into a reused buffer and copied
-into the caller's array. Stores that read synchronously (local files) are read in this thread:
-~170 files in 9 ms, against 30–50 ms through a thread per key; others (``s3://``) concurrently.
+into the caller's array. Stores that read synchronously (local files) are read in this thread,
+several times faster than a thread per key; others (``s3://``) concurrently (benchmarks/train.py).
 """
 
 from __future__ import annotations
@@ -64,7 +64,9 @@ class GridReader:
             out[...] = self.array[orientation, :, y0 : y0 + h, x0 : x0 + w]
             return
         _, _, ch, cw = self.array.chunks
-        cells = [(cy, cx) for cy in range(y0 // ch, (y0 + h - 1) // ch + 1) for cx in range(x0 // cw, (x0 + w - 1) // cw + 1)]
+        cells = [
+            (cy, cx) for cy in range(y0 // ch, (y0 + h - 1) // ch + 1) for cx in range(x0 // cw, (x0 + w - 1) // cw + 1)
+        ]
         blobs = self._fetch([(orientation, 0, cy, cx) for cy, cx in cells])
         chunk = np.empty(self.array.chunks[1:], self.array.dtype)  # (C, h, w), each chunk decoded into it
         for (cy, cx), blob in zip(cells, blobs):
@@ -77,8 +79,10 @@ class GridReader:
                 try:
                     self._decode(blob.as_numpy_array(), chunk)
                 except (RuntimeError, ValueError) as error:
-                    raise StoreError(f"{self.array.store_path}: chunk {(orientation, 0, cy, cx)} is corrupt ({error}); "
-                                     "compress its slide again with --overwrite") from None
+                    raise StoreError(
+                        f"{self.array.store_path}: chunk {(orientation, 0, cy, cx)} is corrupt ({error}); "
+                        "compress its slide again with --overwrite"
+                    ) from None
                 target[...] = chunk[:, ya - top : yb - top, xa - left : xb - left]
 
     def _fetch(self, chunks: list[tuple[int, ...]]) -> list[Buffer | None]:

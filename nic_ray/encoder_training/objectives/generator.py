@@ -21,8 +21,11 @@ class Generator(nn.Module):
         layers: list[nn.Module] = []
         channels = width
         for _ in range(3):
-            layers += [nn.ConvTranspose2d(channels, max(channels // 2, 8), 4, stride=2, padding=1),
-                       nn.BatchNorm2d(max(channels // 2, 8)), nn.LeakyReLU(0.2)]
+            layers += [
+                nn.ConvTranspose2d(channels, max(channels // 2, 8), 4, stride=2, padding=1),
+                nn.BatchNorm2d(max(channels // 2, 8)),
+                nn.LeakyReLU(0.2),
+            ]
             channels = max(channels // 2, 8)
         layers += [nn.ConvTranspose2d(channels, 3, 4, stride=2, padding=1), nn.Tanh()]
         self.up = nn.Sequential(*layers)

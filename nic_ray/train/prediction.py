@@ -22,13 +22,16 @@ import pyarrow as pa
 import torch
 from scipy.special import expit, softmax
 
-from nic_ray.compress.store import Store
 from nic_ray.cpu_memory import reuse_freed_memory
 from nic_ray.dihedral import ORIENTATIONS, dihedral
+from nic_ray.options import split_options
+from nic_ray.runtime.run_files import RunError, RunFiles
+from nic_ray.store.store import Store
+from nic_ray.tables import read_table, write_parquet
 from nic_ray.train.crops import evenly_spaced_centres, read_crop
-from nic_ray.train.labels import Task, read_table
+from nic_ray.train.labels import Task
 from nic_ray.train.nic_cnn import NICNet
-from nic_ray.train.run_files import RunError, RunFiles, write_parquet
+from nic_ray.train.options import TestTimeOptions
 
 
 def _views(store: Store, slide_id: str, crop_size: int, crops: int, views: int) -> Iterator[np.ndarray]:
@@ -53,8 +56,15 @@ def _prefetched(items: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
 
 
 @torch.no_grad()
-def predict_outputs(net: NICNet, store: Store, slide_ids: list[str], crop_size: int, crops: int = 10,
-                    views: int = ORIENTATIONS, device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+def predict_outputs(
+    net: NICNet,
+    store: Store,
+    slide_ids: list[str],
+    crop_size: int,
+    crops: int = 10,
+    views: int = ORIENTATIONS,
+    device: torch.device | str = "cpu",
+) -> dict[str, np.ndarray]:
     """Task name → (len(slide_ids), outputs) raw head outputs averaged over crops × views."""
     net.eval()
     sums = {name: np.zeros((len(slide_ids), size)) for name, size in net.config["heads"].items()}
@@ -66,9 +76,21 @@ def predict_outputs(net: NICNet, store: Store, slide_ids: list[str], crop_size: 
     return {name: total / (crops * views) for name, total in sums.items()}
 
 
-def prediction_columns(tasks: list[Task], outputs: dict[str, np.ndarray], scaling: dict) -> dict[str, np.ndarray]:
-    """Columns of a prediction table: ``<task>`` (positive-class probability, value, risk) or
-    ``<task>_<class>`` (class probabilities)."""
+def model_outputs(
+    net: NICNet, config: dict, store: Store, slide_ids: list[str], crops: int, views: int
+) -> dict[str, np.ndarray]:
+    """`predict_outputs` of a trained model, regression values in the target's units (the
+    model's own scaling undone): the models of several folds, each with its own scaling, then
+    average alike."""
+    outputs = predict_outputs(net, store, slide_ids, config["crop_size"], crops, views)
+    for name, (mean, std) in config["scaling"].items():
+        outputs[name] = outputs[name] * std + mean
+    return outputs
+
+
+def prediction_columns(tasks: list[Task], outputs: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Columns of a prediction table from `model_outputs`: ``<task>`` (positive-class
+    probability, value, risk) or ``<task>_<class>`` (class probabilities)."""
     columns = {}
     for task in tasks:
         out = outputs[task.name]
@@ -77,9 +99,6 @@ def prediction_columns(tasks: list[Task], outputs: dict[str, np.ndarray], scalin
         elif task.type == "multiclass":
             for c, p in zip(task.classes, softmax(out, axis=1).T):
                 columns[f"{task.name}_{c}"] = p
-        elif task.type == "regression":
-            mean, std = scaling[task.name]
-            columns[task.name] = out[:, 0] * std + mean
         else:
             columns[task.name] = out[:, 0]
     return columns
@@ -91,17 +110,28 @@ def model_tasks(config: dict) -> list[Task]:
 
 def check_store(run: RunFiles, config: dict, store: Store) -> None:
     if config["store"] != asdict(store.config):
-        raise RunError(f"{run.url}: trained on grids of another store configuration than {store.url} "
-                       f"({store.config.describe()}); compress the slides as the training store was")
+        raise RunError(
+            f"{run.url}: trained on grids of another store configuration than {store.url} "
+            f"({store.config.describe()}); compress the slides as the training store was"
+        )
 
 
-def predict(run: str, store: str, slides: str | None = None, out: str | None = None, crops: int = 10,
-            views: int = ORIENTATIONS) -> pa.Table:
+def load_model(files: RunFiles, part: str) -> tuple[NICNet, dict]:
+    """The part's finished model in eval mode, and its config."""
+    config, weights = files.read_model(part)
+    net = NICNet(**config["model"])
+    net.load_state_dict(weights)
+    return net.eval(), config
+
+
+def predict(run: str, store: str, slides: str | None = None, out: str | None = None, **options) -> pa.Table:
     """Predict every complete slide of ``store`` (or those of the ``slides`` table's ``slide_id``)
-    with the run's model; a cross-validated run averages its fold models. Writes ``out`` if given."""
+    with the run's model; a cross-validated run averages its fold models. Writes ``out`` if given.
+    ``options`` are `TestTimeOptions`."""
+    (seen,) = split_options(options, TestTimeOptions)
     reuse_freed_memory()
     files, target = RunFiles(run), Store.open(store)
-    models = [files.load_model(part) for part in files.parts()]
+    models = [load_model(files, part) for part in files.parts()]
     if not models:
         raise RunError(f"{run}: no trained model yet; train it first")
     for _, config in models:
@@ -109,19 +139,20 @@ def predict(run: str, store: str, slides: str | None = None, out: str | None = N
     complete = target.complete_slides()
     slide_ids = complete
     if slides is not None:
-        table = read_table(slides)
+        table = read_table(slides, "slide table", RunError)
         if "slide_id" not in table.column_names:
             raise RunError(f"{slides}: needs a slide_id column")
         wanted = [str(s) for s in table.column("slide_id").to_pylist()]
         missing = sorted(set(wanted) - set(complete))
         if missing:
-            raise RunError(f"{slides}: not complete in {store}: {', '.join(missing[:5])}"
-                           + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+            raise RunError(
+                f"{slides}: not complete in {store}: {', '.join(missing[:5])}"
+                + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+            )
         slide_ids = wanted
-    config = models[0][1]
-    outputs = [predict_outputs(net, target, slide_ids, config["crop_size"], crops, views) for net, _ in models]
+    outputs = [model_outputs(net, config, target, slide_ids, seen.crops, seen.views) for net, config in models]
     mean = {name: np.mean([o[name] for o in outputs], axis=0) for name in outputs[0]}
-    columns = prediction_columns(model_tasks(config), mean, config["scaling"])
+    columns = prediction_columns(model_tasks(models[0][1]), mean)
     result = pa.table({"slide_id": slide_ids, **columns})
     if out is not None:
         write_parquet(result, out)

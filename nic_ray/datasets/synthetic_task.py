@@ -35,7 +35,7 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 def _draw(image: np.ndarray, digit: np.ndarray, cy: float, cx: float, px: int, stain: np.ndarray = _STAIN) -> None:
     """Darken ``image`` with ``digit`` in ``stain`` scaled to px × px, centred at (cy, cx); clipped."""
     glyph = np.kron(digit, np.ones((px // 8, px // 8)))
-    y0, x0 = int(round(cy)) - glyph.shape[0] // 2, int(round(cx)) - glyph.shape[1] // 2
+    y0, x0 = round(cy) - glyph.shape[0] // 2, round(cx) - glyph.shape[1] // 2
     gy0, gx0 = max(0, -y0), max(0, -x0)
     y0, x0 = max(y0, 0), max(x0, 0)
     y1 = min(image.shape[0], y0 + glyph.shape[0] - gy0)
@@ -74,7 +74,10 @@ def nic_synthetic_case(
     label, distractor = (int(c) for c in rng.choice(10, size=2, replace=False))
     angle = np.deg2rad(rng.choice([45, 135]))
     # Half-extent of the tilted rectangle's bounding box; both boxes must fit and not overlap.
-    half = (abs(np.sin(angle)) * rw + abs(np.cos(angle)) * rh) / 2, (abs(np.cos(angle)) * rw + abs(np.sin(angle)) * rh) / 2
+    half = (
+        (abs(np.sin(angle)) * rw + abs(np.cos(angle)) * rh) / 2,
+        (abs(np.cos(angle)) * rw + abs(np.sin(angle)) * rh) / 2,
+    )
     boxes = [(rh / 2 + digit_px, rw / 2 + digit_px), (half[0] + digit_px, half[1] + digit_px)]
     for _ in range(1000):
         centres = [(rng.uniform(b[0], H - b[0]), rng.uniform(b[1], W - b[1])) for b in boxes]
@@ -88,7 +91,9 @@ def nic_synthetic_case(
     by_class = [np.flatnonzero(targets == c) for c in range(10)]
     # Lattice of digit centres in a rectangle's own frame, rotated into the image.
     v, u = np.meshgrid(
-        np.arange(digit_px / 2 - rh / 2, rh / 2, digit_px), np.arange(digit_px / 2 - rw / 2, rw / 2, digit_px), indexing="ij"
+        np.arange(digit_px / 2 - rh / 2, rh / 2, digit_px),
+        np.arange(digit_px / 2 - rw / 2, rw / 2, digit_px),
+        indexing="ij",
     )
     cos, sin = np.cos(angle), np.sin(angle)
     lesion = _STAIN if lesion_stain is None else np.asarray(lesion_stain)
@@ -104,7 +109,9 @@ def nic_synthetic_case(
         if placed == n_digits:
             break
         cy, cx = rng.uniform(0, H), rng.uniform(0, W)
-        if any(abs(cy - y) < b[0] + digit_px / 2 and abs(cx - x) < b[1] + digit_px / 2 for (y, x), b in zip(centres, boxes)):
+        if any(
+            abs(cy - y) < b[0] + digit_px / 2 and abs(cx - x) < b[1] + digit_px / 2 for (y, x), b in zip(centres, boxes)
+        ):
             continue
         _draw(image, images[rng.integers(len(images))], cy, cx, digit_px)
         placed += 1
@@ -153,5 +160,8 @@ def digit_mosaic(cells: int, patch_size: int = 128, seed: int = 0) -> np.ndarray
     """
     patches, _ = digit_patches(cells * cells, patch_size, seed=seed)
     patches = patches[np.random.default_rng(seed).permutation(cells * cells)]
-    return patches.reshape(cells, cells, patch_size, patch_size, 3).transpose(0, 2, 1, 3, 4).reshape(
-        cells * patch_size, cells * patch_size, 3)
+    return (
+        patches.reshape(cells, cells, patch_size, patch_size, 3)
+        .transpose(0, 2, 1, 3, 4)
+        .reshape(cells * patch_size, cells * patch_size, 3)
+    )

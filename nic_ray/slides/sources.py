@@ -9,10 +9,9 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 import fsspec
-import pyarrow.csv
-import pyarrow.parquet
 
 from nic_ray.errors import NicError
+from nic_ray.tables import read_table
 
 # Extensions of slide files OpenSlide reads, for directories and prefixes.
 SLIDE_EXTENSIONS = {".svs", ".tif", ".tiff", ".ndpi", ".vms", ".vmu", ".scn", ".mrxs", ".svslide", ".bif", ".dcm"}
@@ -42,11 +41,7 @@ def check_slide_id(slide_id: str, url: str) -> str:
 
 
 def _manifest(url: str) -> list[SlideSource]:
-    try:
-        with fsspec.open(url, "rb") as f:
-            table = pyarrow.parquet.read_table(f) if url.endswith(".parquet") else pyarrow.csv.read_csv(f)
-    except (OSError, pyarrow.ArrowInvalid) as e:
-        raise SourceError(f"{url}: cannot read the manifest ({e})") from None
+    table = read_table(url, "manifest", SourceError)
     if "url" not in table.column_names:
         raise SourceError(f"{url}: the manifest needs a 'url' column (has {', '.join(table.column_names)})")
     rows = table.to_pylist()
@@ -102,6 +97,8 @@ def expand_sources(sources: list[str]) -> list[SlideSource]:
     for s in slides:
         check_slide_id(s.slide_id, s.url)
         if s.slide_id in seen and seen[s.slide_id] != s.url:
-            raise SourceError(f"{s.url}: slide id {s.slide_id!r} is also that of {seen[s.slide_id]}; give ids in a manifest")
+            raise SourceError(
+                f"{s.url}: slide id {s.slide_id!r} is also that of {seen[s.slide_id]}; give ids in a manifest"
+            )
         seen[s.slide_id] = s.url
     return list({s.slide_id: s for s in slides}.values())

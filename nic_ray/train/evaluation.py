@@ -16,12 +16,14 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from nic_ray.compress.store import Store
-from nic_ray.dihedral import ORIENTATIONS
+from nic_ray.options import split_options
+from nic_ray.runtime.run_files import RunError, RunFiles
+from nic_ray.store import Store
+from nic_ray.tables import write_parquet
 from nic_ray.train.labels import load_labels
 from nic_ray.train.metrics import bootstrap_intervals, task_metrics
-from nic_ray.train.predict import check_store, model_tasks, predict_outputs
-from nic_ray.train.run_files import RunError, RunFiles, write_parquet
+from nic_ray.train.options import EvaluateOptions
+from nic_ray.train.prediction import check_store, load_model, model_outputs, model_tasks
 
 
 def _subsets(run: dict, parts: list[str], labelled: list[str]) -> dict[str, dict[str, list[str]]]:
@@ -40,15 +42,15 @@ def _subsets(run: dict, parts: list[str], labelled: list[str]) -> dict[str, dict
     return {name: by_part for name, by_part in subsets.items() if any(by_part.values())}
 
 
-def evaluate(run: str, store: str, labels: str, out: str | None = None, crops: int = 10, views: int = ORIENTATIONS,
-             resamples: int = 1000, seed: int = 0) -> pa.Table:
+def evaluate(run: str, store: str, labels: str, out: str | None = None, **options) -> pa.Table:
     """One row per (subset, task, metric): value, 95% bootstrap interval, slides. Written to
-    ``out`` (default ``<run>/evaluation.parquet``)."""
+    ``out`` (default ``<run>/evaluation.parquet``). ``options`` are `EvaluateOptions`."""
+    (opts,) = split_options(options, EvaluateOptions)
     files, target = RunFiles(run), Store.open(store)
     description, parts = files.read_json("run.json"), files.parts()
     if not parts:
         raise RunError(f"{run}: no trained model yet; train it first")
-    models = {part: files.load_model(part) for part in parts}
+    models = {part: load_model(files, part) for part in parts}
     for _, config in models.values():
         check_store(files, config, target)
     config = next(iter(models.values()))[1]
@@ -60,17 +62,26 @@ def evaluate(run: str, store: str, labels: str, out: str | None = None, crops: i
         outputs: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
         for part, part_ids in by_part.items():
             used = list(models.values()) if part == "*" else [models[part]]
-            predicted = [predict_outputs(net, target, part_ids, cfg["crop_size"], crops, views) for net, cfg in used]
+            predicted = [model_outputs(net, cfg, target, part_ids, opts.crops, opts.views) for net, cfg in used]
             for name in outputs:
                 outputs[name].append(np.mean([p[name] for p in predicted], axis=0))
-        targets = table.targets(ids, config["scaling"])
+        targets = table.targets(ids)
         for task in tasks:
             output = np.concatenate(outputs[task.name])
             values = task_metrics(task.type, targets[task.name], output)
-            intervals = bootstrap_intervals(task.type, targets[task.name], output, resamples, seed)
+            intervals = bootstrap_intervals(task.type, targets[task.name], output, opts.resamples, opts.seed)
             for metric, (low, high) in intervals.items():
-                rows.append({"subset": subset, "task": task.name, "metric": metric, "value": values[metric],
-                             "low": low, "high": high, "slides": values["n"]})
+                rows.append(
+                    {
+                        "subset": subset,
+                        "task": task.name,
+                        "metric": metric,
+                        "value": values[metric],
+                        "low": low,
+                        "high": high,
+                        "slides": values["n"],
+                    }
+                )
     result = pa.Table.from_pylist(rows)
     write_parquet(result, out or f"{files.url}/evaluation.parquet")
     return result
@@ -80,6 +91,8 @@ def format_evaluation(table: pa.Table) -> str:
     """The evaluation as aligned text lines."""
     lines = [f"{'subset':22} {'task':14} {'metric':9} {'value':>7}  {'95% CI':17} {'slides':>6}"]
     for r in table.to_pylist():
-        lines.append(f"{r['subset']:22} {r['task']:14} {r['metric']:9} {r['value']:7.3f}  "
-                     f"[{r['low']:6.3f}, {r['high']:6.3f}] {r['slides']:6d}")
+        lines.append(
+            f"{r['subset']:22} {r['task']:14} {r['metric']:9} {r['value']:7.3f}  "
+            f"[{r['low']:6.3f}, {r['high']:6.3f}] {r['slides']:6d}"
+        )
     return "\n".join(lines)

@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from nic_ray.encoders.augment import augment
+from nic_ray.encoder_training.augment import augment
+from nic_ray.encoder_training.objectives import Objective, register_objective
+from nic_ray.encoder_training.objectives.generator import Generator, pooled
 from nic_ray.encoders.nic import to_input
-from nic_ray.encoders.objectives import Objective, register_objective
-from nic_ray.encoders.objectives.generator import Generator, pooled
 
 REAL = 0.9
 INSTANCE_NOISE = 0.05
@@ -28,7 +28,11 @@ class JointDiscriminator(nn.Module):
         layers: list[nn.Module] = []
         channels = 3
         for _ in range(3):  # 64 → 8
-            layers += [spectral_norm(nn.Conv2d(channels, width, 4, stride=2, padding=1)), nn.LeakyReLU(0.2), nn.Dropout(dropout)]
+            layers += [
+                spectral_norm(nn.Conv2d(channels, width, 4, stride=2, padding=1)),
+                nn.LeakyReLU(0.2),
+                nn.Dropout(dropout),
+            ]
             channels = width
         self.image = nn.Sequential(*layers, nn.Flatten(), spectral_norm(nn.Linear(width * 64, 256)), nn.LeakyReLU(0.2))
         self.code = nn.Sequential(spectral_norm(nn.Linear(code_size, 256)), nn.LeakyReLU(0.2))
@@ -50,13 +54,15 @@ class BiGAN(Objective):
         self.discriminator = JointDiscriminator(encoder.code_size, width)
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
-        return {"discriminator": list(self.discriminator.parameters()),
-                "generator": list(self.generator.parameters()) + list(self.encoder.parameters())}
+        return {
+            "discriminator": list(self.discriminator.parameters()),
+            "generator": list(self.generator.parameters()) + list(self.encoder.parameters()),
+        }
 
     def losses(self, group: str, batch: dict, strength: float) -> dict[str, torch.Tensor]:
         x = augment(to_input(batch["patch"]), strength)
         real_image = pooled(x)
-        noise = lambda image: image + torch.randn_like(image) * INSTANCE_NOISE  # noqa: E731
+        noise = lambda image: image + torch.randn_like(image) * INSTANCE_NOISE
         bce = nn.functional.binary_cross_entropy_with_logits
         z = torch.randn(len(x), self.encoder.code_size, device=x.device)
         if group == "discriminator":

@@ -33,7 +33,9 @@ class Objective(nn.Module):
     def __init__(self, encoder: nn.Module):
         super().__init__()
         if not hasattr(encoder, "encode"):
-            raise NicError(f"encoder {encoder.config.get('architecture')!r}: training needs the NIC architecture (encode, trunk)")
+            raise NicError(
+                f"encoder {encoder.config.get('architecture')!r}: training needs the NIC architecture (encode, trunk)"
+            )
         self.encoder = encoder
 
     def parameter_groups(self) -> dict[str, list[nn.Parameter]]:
@@ -44,8 +46,13 @@ class Objective(nn.Module):
         groups = self.parameter_groups()
         return {g: torch.optim.Adam(groups[g], lr=lr, betas=self.betas) for g in self.groups}
 
-    def step(self, batch: dict, optimizers: dict[str, torch.optim.Optimizer], strength: float,
-             sync: Callable[[list[nn.Parameter]], None] | None = None) -> dict[str, float]:
+    def step(
+        self,
+        batch: dict,
+        optimizers: dict[str, torch.optim.Optimizer],
+        strength: float,
+        sync: Callable[[list[nn.Parameter]], None] | None = None,
+    ) -> dict[str, float]:
         """One training step: each group's loss, backward, ``sync`` of its gradients (averaging
         over workers), optimiser step. Returns the figures, prefixed by group when several."""
         groups = self.parameter_groups() if sync else {}
@@ -83,4 +90,4 @@ def build_objective(method: str, encoder: nn.Module, **options) -> Objective:
     return _OBJECTIVES[method](encoder, **options)
 
 
-from nic_ray.encoders.objectives import bigan, contrastive, multitask, vae  # noqa: E402,F401  (register them)
+from nic_ray.encoder_training.objectives import bigan, contrastive, multitask, vae  # noqa: E402,F401  (register them)

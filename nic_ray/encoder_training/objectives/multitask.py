@@ -1,7 +1,7 @@
 """Supervised multitask training (Tellez et al., MIDL 2020): one classification head per
 patch-level task on the shared encoder, cross-entropy summed over tasks.
 
-Each batch holds as many patches of every task (`nic_ray.encoders.training` cycles the smaller
+Each batch holds as many patches of every task (`nic_ray.encoder_training.trainer` cycles the smaller
 ones), so tasks of different sizes weigh the same.
 """
 
@@ -10,9 +10,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from nic_ray.encoders.augment import augment
+from nic_ray.encoder_training.augment import augment
+from nic_ray.encoder_training.objectives import Objective, register_objective
 from nic_ray.encoders.nic import to_input
-from nic_ray.encoders.objectives import Objective, register_objective
 
 
 @register_objective("multitask")

@@ -10,8 +10,14 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-_COLUMNS = {"slide_id": pa.string(), "url": pa.string(), "status": pa.string(), "tiles": pa.int64(),
-            "seconds": pa.float64(), "reason": pa.string()}
+_COLUMNS = {
+    "slide_id": pa.string(),
+    "url": pa.string(),
+    "status": pa.string(),
+    "tiles": pa.int64(),
+    "seconds": pa.float64(),
+    "reason": pa.string(),
+}
 
 
 def summarize(rows: list[dict], seconds: float) -> str:

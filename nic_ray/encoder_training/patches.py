@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nic_ray.compress.stages import OpenSlides
 from nic_ray.errors import NicError
-from nic_ray.slides import open_slide, read_cells, read_target_region, tile_grid, tissue_fraction
+from nic_ray.slides import OpenSlides, open_slide, read_cells, read_target_region, tile_grid, tissue_fraction
+from nic_ray.tables import read_table
 
 ADJACENT = 0.75  # share of "different" pairs that are neighbours; the rest come from other slides
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
@@ -52,12 +52,23 @@ def plan_patches(row: dict, sampling: PatchSampling) -> list[dict]:
     threshold = round(sampling.tissue * 255)
     cells = np.argwhere(tissue >= threshold)
     if len(cells) == 0:
-        return [{**base, "y": -1, "x": -1, "ny": -1, "nx": -1, "error": f"{base['url']}: no tissue at {sampling.tissue:.0%} of a cell"}]
+        return [
+            {
+                **base,
+                "y": -1,
+                "x": -1,
+                "ny": -1,
+                "nx": -1,
+                "error": f"{base['url']}: no tissue at {sampling.tissue:.0%} of a cell",
+            }
+        ]
     rng = np.random.default_rng([sampling.seed, base["slide"]])
     picked = cells[rng.choice(len(cells), min(sampling.per_slide, len(cells)), replace=False)]
     rows = []
     for y, x in picked:
-        around = [(y + dy, x + dx) for dy, dx in _STEPS if 0 <= y + dy < tissue.shape[0] and 0 <= x + dx < tissue.shape[1]]
+        around = [
+            (y + dy, x + dx) for dy, dx in _STEPS if 0 <= y + dy < tissue.shape[0] and 0 <= x + dx < tissue.shape[1]
+        ]
         in_tissue = [c for c in around if tissue[c] >= threshold]
         ny, nx = (in_tissue or around)[rng.integers(len(in_tissue or around))]
         rows.append({**base, "y": int(y), "x": int(x), "ny": int(ny), "nx": int(nx)})
@@ -78,7 +89,7 @@ def read_patches(batch: dict[str, np.ndarray], sampling: PatchSampling) -> dict[
         cells = np.stack([batch["y"][rows], batch["x"][rows]], axis=1)
         around = np.stack([batch["ny"][rows], batch["nx"][rows]], axis=1)
         both = read_cells(slide, grid, np.concatenate([cells, around]))
-        patch[rows], neighbour[rows] = both[: len(rows)], both[len(rows):]
+        patch[rows], neighbour[rows] = both[: len(rows)], both[len(rows) :]
     return {"patch": patch, "neighbour": neighbour, "slide": np.asarray(batch["slide"])}
 
 
@@ -152,16 +163,16 @@ def _folder(root: Path, P: int) -> PatchSet:
 
 
 def _locations(path: str, mpp: float, P: int) -> PatchSet:
-    from nic_ray.train.labels import read_table
-
-    table = read_table(path)
+    table = read_table(path, "patch table", PatchSetError)
     missing = {"url", "x", "y", "label"} - set(table.column_names)
     if missing:
         raise PatchSetError(f"{path}: needs columns url, x, y, label (missing {', '.join(sorted(missing))})")
     rows = table.to_pylist()
     classes = sorted({str(r["label"]) for r in rows})
     if len(classes) < 2:
-        raise PatchSetError(f"{path}: a single class ({classes[0] if classes else 'none'}); a patch set needs two or more")
+        raise PatchSetError(
+            f"{path}: a single class ({classes[0] if classes else 'none'}); a patch set needs two or more"
+        )
     patches = np.empty((len(rows), P, P, 3), np.uint8)
     by_slide: dict[str, list[int]] = {}
     for i, r in enumerate(rows):

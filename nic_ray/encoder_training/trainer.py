@@ -1,6 +1,6 @@
 """Training encoders with Ray Train: VAE, contrastive, BiGAN from slides; multitask from patch sets.
 
-Patches of slides stream through Ray Data (`nic_ray.encoders.patches`: planned once, read each
+Patches of slides stream through Ray Data (`nic_ray.encoder_training.patches`: planned once, read each
 epoch, shuffled locally) into a `TorchTrainer` loop; labelled patch sets (multitask) are split
 among the workers. Gradients are averaged over workers after each group's backward pass (the
 BiGAN steps two groups a batch, which DDP's one-backward bookkeeping does not allow). A
@@ -23,55 +23,28 @@ Example::
 
 from __future__ import annotations
 
-import json
 import math
 import os
-import tempfile
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import ray
 import ray.data
 import ray.train
-import ray.train.torch
-import safetensors.torch
 import torch
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-from ray.train.torch import TorchTrainer
 
-from nic_ray.compress.sources import expand_sources
-from nic_ray.cpu_memory import worker_runtime_env
-from nic_ray.encoders.checkpoint import save_encoder
-from nic_ray.encoders.objectives import build_objective, list_objectives
-from nic_ray.encoders.patches import PatchSampling, load_patch_set, make_pairs, plan_patches, read_patches
-from nic_ray.encoders.registry import create_encoder
+from nic_ray.encoder_training.objectives import build_objective, list_objectives
+from nic_ray.encoder_training.options import EncoderOptions
+from nic_ray.encoder_training.patches import PatchSampling, load_patch_set, make_pairs, plan_patches, read_patches
+from nic_ray.encoders import create_encoder, save_encoder
 from nic_ray.errors import NicError
-from nic_ray.ray_cluster import require_resources
-from nic_ray.train.checkpoint import load_optimizer, save_optimizer
-from nic_ray.train.run_files import RunError, RunFiles
-from nic_ray.train.trainer import Resources, split_options, worker_setup
-
-
-@dataclass
-class EncoderOptions:
-    """Everything that shapes the encoder; a resumed run must ask for the same."""
-
-    code_size: int = 128
-    width: int = 128
-    epochs: int = 20
-    batch_size: int = 64  # across all workers
-    steps_per_epoch: int = 0  # multitask; 0: one pass over the largest task
-    lr: float = 2e-4
-    augment: float = 1.0  # strength: 0 none, 1 the paper's ranges
-    gamma: float = 1.0  # VAE: weight of the KL term
-    mpp: float = 0.5
-    patch_size: int = 128
-    per_slide: int = 256
-    tissue: float = 0.5  # a cell's tissue fraction to sample it
-    seed: int = 0
+from nic_ray.options import split_options
+from nic_ray.runtime.resources import Resources
+from nic_ray.runtime.run_files import RunFiles
+from nic_ray.runtime.trainer import fit, last_checkpoint, open_run, report_epoch, restore, worker_setup
+from nic_ray.slides import expand_sources
 
 
 @dataclass
@@ -82,8 +55,9 @@ class EncoderResult:
     left_out: dict[str, str] = field(default_factory=dict)  # slide → why
 
 
-def train_encoder(method: str, out: str, slides: list[str] | None = None, tasks: dict[str, str] | None = None,
-                  **kwargs) -> EncoderResult:
+def train_encoder(
+    method: str, out: str, slides: list[str] | None = None, tasks: dict[str, str] | None = None, **kwargs
+) -> EncoderResult:
     """Train a NIC encoder by ``method`` (vae, contrastive, bigan from ``slides``; multitask from
     ``tasks``, name → labelled patch set) into ``<out>/encoder``; see `EncoderOptions`, `Resources`."""
     options, resources = split_options(kwargs, EncoderOptions, Resources)
@@ -94,40 +68,52 @@ def train_encoder(method: str, out: str, slides: list[str] | None = None, tasks:
     if "://" in str(out):
         raise NicError(f"{out}: encoder runs are written to a local (or mounted shared) directory")
     if options.batch_size // resources.workers < 2 * max(1, len(tasks or {})):
-        raise NicError(f"--batch-size {options.batch_size}: fewer than 2 patches per task and worker; BatchNorm needs 2")
+        raise NicError(
+            f"--batch-size {options.batch_size}: fewer than 2 patches per task and worker; BatchNorm needs 2"
+        )
     out = os.path.abspath(out)
-    files = RunFiles(out)
-    run = {"method": method, "slides": slides, "tasks": tasks, "options": asdict(options)}
-    if files.exists("run.json"):
-        if files.read_json("run.json") != json.loads(json.dumps(run)):
-            raise RunError(f"{out}: holds an encoder run with other data or options; use another --out")
-    else:
-        files.write_json("run.json", run)
-    require_resources("training worker", {"CPU": resources.cpus_per_worker, "GPU": resources.gpus_per_worker})
+    files = open_run(
+        out, {"method": method, "slides": slides, "tasks": tasks, "options": asdict(options)}, "an encoder run"
+    )
+    resources.require()
     if not files.exists("encoder", "config.json"):
         datasets, data, left_out = _datasets(method, slides, tasks, options)
         history = _fit(files, method, data, datasets, options, resources)
         files.write_csv("history.csv", history)
-        files.write_json("report.json", {"method": method, "options": asdict(options), "left_out": left_out,
-                                         **data, "history": history})
+        files.write_json(
+            "report.json",
+            {"method": method, "options": asdict(options), "left_out": left_out, **data, "history": history},
+        )
     report = files.read_json("report.json")
     return EncoderResult(out, files.path("encoder"), report["history"], report["left_out"])
 
 
-def _datasets(method: str, slides: list[str] | None, tasks: dict[str, str] | None, options: EncoderOptions
-              ) -> tuple[dict[str, ray.data.Dataset], dict, dict[str, str]]:
+def _datasets(
+    method: str, slides: list[str] | None, tasks: dict[str, str] | None, options: EncoderOptions
+) -> tuple[dict[str, ray.data.Dataset], dict, dict[str, str]]:
     """(Ray datasets, what the loop needs to know of them, slides left out with reasons)."""
     if method == "multitask":
         sets = {name: load_patch_set(source, options.mpp, options.patch_size) for name, source in tasks.items()}
-        datasets = {name: ray.data.from_items([{"patch": p, "label": int(y)} for p, y in zip(s.patches, s.labels)])
-                    for name, s in sets.items()}
-        return datasets, {"classes": {name: s.classes for name, s in sets.items()},
-                          "sizes": {name: len(s.labels) for name, s in sets.items()}}, {}
+        datasets = {
+            name: ray.data.from_items([{"patch": p, "label": int(y)} for p, y in zip(s.patches, s.labels)])
+            for name, s in sets.items()
+        }
+        return (
+            datasets,
+            {
+                "classes": {name: s.classes for name, s in sets.items()},
+                "sizes": {name: len(s.labels) for name, s in sets.items()},
+            },
+            {},
+        )
     sampling = PatchSampling(options.mpp, options.patch_size, options.per_slide, options.tissue, options.seed)
     sources = expand_sources(slides)
     items = [{"slide": i, "url": s.url, "mpp": math.nan if s.mpp is None else s.mpp} for i, s in enumerate(sources)]
-    planned = ray.data.from_items(items, override_num_blocks=min(len(items), 64)).flat_map(
-        plan_patches, fn_kwargs={"sampling": sampling}).take_all()
+    planned = (
+        ray.data.from_items(items, override_num_blocks=min(len(items), 64))
+        .flat_map(plan_patches, fn_kwargs={"sampling": sampling})
+        .take_all()
+    )
     left_out = {sources[r["slide"]].slide_id: r["error"] for r in planned if r["error"]}
     rows = [r for r in planned if not r["error"]]
     if not rows:
@@ -141,38 +127,34 @@ def _datasets(method: str, slides: list[str] | None, tasks: dict[str, str] | Non
     return {"patches": patches}, {"patches": len(rows), "slides": len(sources) - len(left_out)}, left_out
 
 
-def _fit(files: RunFiles, method: str, data: dict, datasets: dict, options: EncoderOptions,
-         resources: Resources) -> list[dict]:
+def _fit(
+    files: RunFiles, method: str, data: dict, datasets: dict, options: EncoderOptions, resources: Resources
+) -> list[dict]:
     config = {"method": method, "options": asdict(options), "data": data, "prefetch": resources.loader_workers}
-    use_gpu = resources.gpus_per_worker > 0
-    storage_path, filesystem = files.ray_storage()
-    trainer = TorchTrainer(
-        encoder_train_loop, train_loop_config=config, datasets=datasets,
-        scaling_config=ScalingConfig(
-            num_workers=resources.workers, use_gpu=use_gpu,
-            resources_per_worker={"CPU": resources.cpus_per_worker} | ({"GPU": resources.gpus_per_worker} if use_gpu else {}),
-        ),
-        run_config=RunConfig(
-            name="train", storage_path=storage_path, storage_filesystem=filesystem,
-            failure_config=FailureConfig(max_failures=resources.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=2), worker_runtime_env=worker_runtime_env(),
-        ),
-    )
-    result = trainer.fit()
+    state, weights = last_checkpoint(fit(files, "train", encoder_train_loop, config, resources, datasets))
     objective = _objective(config)
-    with result.checkpoint.as_directory() as directory:
-        objective.load_state_dict(safetensors.torch.load_file(os.path.join(directory, "objective.safetensors")))
-        history = json.loads(Path(directory, "state.json").read_text())["history"]
+    objective.load_state_dict(weights["objective"])
     save_encoder(objective.encoder, files.path("encoder"))
-    return history
+    return state["history"]
 
 
 def _objective(config: dict):
     options = config["options"]
-    encoder = create_encoder("nic", seed=options["seed"], code_size=options["code_size"], width=options["width"],
-                             patch_size=options["patch_size"], mpp=options["mpp"])
-    extra = ({"tasks": {name: len(c) for name, c in config["data"]["classes"].items()}} if config["method"] == "multitask"
-             else {"gamma": options["gamma"]} if config["method"] == "vae" else {})
+    encoder = create_encoder(
+        "nic",
+        seed=options["seed"],
+        code_size=options["code_size"],
+        width=options["width"],
+        patch_size=options["patch_size"],
+        mpp=options["mpp"],
+    )
+    extra = (
+        {"tasks": {name: len(c) for name, c in config["data"]["classes"].items()}}
+        if config["method"] == "multitask"
+        else {"gamma": options["gamma"]}
+        if config["method"] == "vae"
+        else {}
+    )
     return build_objective(config["method"], encoder, **extra)
 
 
@@ -189,15 +171,22 @@ def _average_gradients(parameters: list[torch.nn.Parameter], world: int) -> None
 
 def _slide_batches(config: dict, per_worker: int, rng: np.random.Generator):
     shard = ray.train.get_dataset_shard("patches")
-    for batch in shard.iter_batches(batch_size=per_worker, batch_format="numpy", drop_last=True,
-                                    local_shuffle_buffer_size=per_worker * 8, prefetch_batches=config["prefetch"]):
+    for batch in shard.iter_batches(
+        batch_size=per_worker,
+        batch_format="numpy",
+        drop_last=True,
+        local_shuffle_buffer_size=per_worker * 8,
+        prefetch_batches=config["prefetch"],
+    ):
         yield make_pairs(batch, rng) if config["method"] == "contrastive" else batch
 
 
 def _task_batches(config: dict, per_worker: int, world: int, rng: np.random.Generator, tasks: dict):
     """Batches with as many patches of every task: smaller tasks are drawn again sooner."""
     per_task = per_worker // len(tasks)
-    steps = config["options"]["steps_per_epoch"] or math.ceil(max(config["data"]["sizes"].values()) / (per_task * world))
+    steps = config["options"]["steps_per_epoch"] or math.ceil(
+        max(config["data"]["sizes"].values()) / (per_task * world)
+    )
     orders = {name: np.empty(0, int) for name in tasks}
     for _ in range(steps):
         batch = {}
@@ -223,15 +212,9 @@ def encoder_train_loop(config: dict) -> None:
     torch.manual_seed(options["seed"])  # the same initial weights on every worker
     objective = _objective(config).to(device)
     optimizers = objective.optimizers(options["lr"])
-    state = {"epoch": 0, "history": [], "starts": 0}
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint:
-        with checkpoint.as_directory() as directory:
-            objective.load_state_dict(safetensors.torch.load_file(os.path.join(directory, "objective.safetensors")))
-            state = json.loads(Path(directory, "state.json").read_text())
-            for g, optimizer in optimizers.items():
-                load_optimizer(directory, optimizer, state.pop(f"param_groups_{g}"), f"optimizer-{g}")
-    state["starts"] += 1
+    state, weights = restore(optimizers, {"epoch": 0, "history": []})
+    if weights:
+        objective.load_state_dict(weights["objective"])
     per_worker = options["batch_size"] // world
     tasks = {}
     if config["method"] == "multitask":
@@ -244,25 +227,29 @@ def encoder_train_loop(config: dict) -> None:
         # Augmentations and pairs differ per worker and epoch, and do not repeat after a restart.
         torch.manual_seed(options["seed"] * 1_000_003 + state["epoch"] * 1009 + rank)
         rng = np.random.default_rng([options["seed"], state["epoch"], rank])
-        batches = (_task_batches(config, per_worker, world, rng, tasks) if tasks
-                   else _slide_batches(config, per_worker, rng))
+        batches = (
+            _task_batches(config, per_worker, world, rng, tasks) if tasks else _slide_batches(config, per_worker, rng)
+        )
         objective.train()
         for batch in batches:
-            figures = objective.step(to_device(batch, device), optimizers, options["augment"],
-                                     sync=(lambda params: _average_gradients(params, world)) if world > 1 else None)
+            figures = objective.step(
+                to_device(batch, device),
+                optimizers,
+                options["augment"],
+                sync=(lambda params: _average_gradients(params, world)) if world > 1 else None,
+            )
             for name, value in figures.items():
                 sums[name] += value
             steps += 1
         state["epoch"] += 1
         seconds = time.perf_counter() - start
-        metrics = {"epoch": state["epoch"], **{k: v / max(steps, 1) for k, v in sums.items()}, "steps": steps,
-                   "patches_per_s": steps * options["batch_size"] / seconds, "seconds": seconds, "starts": state["starts"]}
+        metrics = {
+            "epoch": state["epoch"],
+            **{k: v / max(steps, 1) for k, v in sums.items()},
+            "steps": steps,
+            "patches_per_s": steps * options["batch_size"] / seconds,
+            "seconds": seconds,
+            "starts": state["starts"],
+        }
         state["history"].append(metrics)
-        with tempfile.TemporaryDirectory() as directory:
-            if rank == 0:
-                safetensors.torch.save_file({k: v.detach().contiguous().cpu() for k, v in objective.state_dict().items()},
-                                            os.path.join(directory, "objective.safetensors"))
-                saved = {f"param_groups_{g}": save_optimizer(directory, o, f"optimizer-{g}") for g, o in optimizers.items()}
-                with open(os.path.join(directory, "state.json"), "w") as f:
-                    json.dump({**state, **saved}, f)
-            ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory) if rank == 0 else None)
+        report_epoch(metrics, {"objective": objective.state_dict()}, optimizers, state)

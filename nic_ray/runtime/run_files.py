@@ -1,15 +1,10 @@
-"""A training run's directory, local or ``s3://``, and the slide-level models in it.
+"""A training run's directory, local or any fsspec URL (``s3://``), and the models in it.
 
 ```
-<run>/run.json                 what was asked: store, labels, tasks, options, the splits
-<run>/<part>/                  "single" or "fold-<f>": one model, and Ray Train's checkpoints
-<run>/<part>/model/            the best epoch: config.json + model.safetensors (never pickle)
-<run>/<part>/history.csv       per-epoch metrics
+<run>/run.json                 what was asked (a resumed run must ask the same)
+<run>/<part>/                  Ray Train's checkpoints of one model
+<run>/<part>/model/            a finished model: config.json + model.safetensors (never pickle)
 ```
-
-A model's ``config.json`` holds everything needed to use it without the run: the CNN's
-config, the tasks (with their classes), the regression targets' scaling, the crop size and the
-store configuration it was trained on.
 """
 
 from __future__ import annotations
@@ -21,29 +16,19 @@ import os
 import fsspec
 import pyarrow as pa
 import pyarrow.csv
-import pyarrow.parquet
 import pyarrow.fs
+import pyarrow.parquet
 import safetensors.torch
 import torch
 
 from nic_ray.errors import NicError
-from nic_ray.train.nic_cnn import NICNet
+from nic_ray.runtime.checkpoint import snapshot
 
 MODEL_FORMAT = 1
 
 
 class RunError(NicError):
     """A run directory that cannot be used as asked."""
-
-
-def write_parquet(table: pa.Table, url: str) -> None:
-    """``table`` to a Parquet file at ``url`` (a local path or any fsspec URL)."""
-    with fsspec.open(url, "wb") as f:
-        pyarrow.parquet.write_table(table, f)
-
-
-def tensors_to_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
-    return safetensors.torch.save({k: v.detach().contiguous().cpu() for k, v in tensors.items()})
 
 
 class RunFiles:
@@ -90,18 +75,17 @@ class RunFiles:
         return self.root, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
 
     def save_model(self, part: str, weights: dict[str, torch.Tensor], config: dict) -> None:
-        self.write(f"{part}/model/model.safetensors", tensors_to_bytes(weights))
+        """A finished model: its weights and the config that rebuilds it, side by side."""
+        self.write(f"{part}/model/model.safetensors", safetensors.torch.save(snapshot(weights)))
         self.write_json(f"{part}/model/config.json", {"format_version": MODEL_FORMAT, **config})
 
-    def load_model(self, part: str) -> tuple[NICNet, dict]:
-        """The part's best model in eval mode, and its config."""
+    def read_model(self, part: str) -> tuple[dict, dict[str, torch.Tensor]]:
+        """(config, weights) of the part's finished model."""
         config = self.read_json(f"{part}/model/config.json")
         if config.get("format_version") != MODEL_FORMAT:
             raise RunError(f"{self.url}/{part}/model: format {config.get('format_version')!r}, expected {MODEL_FORMAT}")
-        net = NICNet(**config["model"])
-        net.load_state_dict(safetensors.torch.load(self.read(f"{part}/model/model.safetensors")))
-        return net.eval(), config
+        return config, safetensors.torch.load(self.read(f"{part}/model/model.safetensors"))
 
     def parts(self) -> list[str]:
-        """The trained parts of the run (one model each)."""
+        """The finished parts of the run (one model each)."""
         return [p for p in self.read_json("run.json")["parts"] if self.exists(p, "model", "config.json")]

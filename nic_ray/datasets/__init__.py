@@ -1,0 +1,1 @@
+"""Data to try nic-ray on: synthetic pyramidal slides, the NIC synthetic task, sample slides."""

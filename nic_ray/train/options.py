@@ -1,0 +1,47 @@
+"""What shapes a slide-level model (`TrainOptions`): a resumed run must ask for the same."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nic_ray.options import option
+
+NIC_STRIDES = (2, 2, 2, 2, 2, 2, 1, 1)  # the paper's 8 layers, for 400-cell crops
+
+
+@dataclass
+class TrainOptions:
+    """Everything that shapes a model; a resumed run must ask for the same."""
+
+    epochs: int = option(50, "most epochs")
+    batch_size: int = option(16, "crops per step, all workers together")
+    steps_per_epoch: int = option(0, "steps an epoch; 0: the training slides / batch size")
+    crop_size: int = option(400, "crop side in grid cells")
+    width: int = option(128, "CNN filters")
+    strides: tuple[int, ...] = option(NIC_STRIDES, "CNN layer strides (their count is the depth)")
+    dropout: float = option(0.2, "spatial dropout")
+    lr: float = option(1e-2, "Adam learning rate")
+    min_lr: float = option(1e-4, "floor of the learning rate")
+    lr_patience: int = option(4, "epochs without a better validation loss before the learning rate is divided by 3")
+    patience: int = option(10, "epochs without a better validation loss before stopping")
+    weight_decay: float = option(1e-5, "L2 penalty")
+    grid_dihedral: bool = option(True, "a random dihedral transform of each crop")
+    balance: str = option("", "task whose classes batches balance (default: the first classification task)")
+    val_crops: int = option(4, "crops per validation slide")
+    val_views: int = option(1, "dihedral views per validation crop")
+    folds: int = option(4, "cross-validation folds without a split or fold column")
+    seed: int = option(0, "seed of folds and sampling")
+
+
+@dataclass
+class TestTimeOptions:
+    """How a trained model sees a slide: crops at evenly spaced tissue positions × dihedral views."""
+
+    crops: int = option(10, "crops per slide at evenly spaced tissue positions")
+    views: int = option(8, "dihedral views of each crop", choices=range(1, 9), metavar="1..8")
+
+
+@dataclass
+class EvaluateOptions(TestTimeOptions):
+    resamples: int = option(1000, "bootstrap resamples of the 95% intervals")
+    seed: int = option(0, "seed of the bootstrap")
