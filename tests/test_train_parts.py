@@ -141,3 +141,32 @@ def test_nic_cnn_shapes_size_and_learning_signal():
         opt.step()
         losses.append(loss.item())
     assert losses[-1] < losses[0] * 0.5
+
+
+def test_training_batches_balance_the_first_classification_task_unless_told_otherwise():
+    """90 slides of class 0 and 10 of class 1: the trainer's draws give each class half the
+    crops; told to balance nothing but a regression task, the draws follow the slides (10%)."""
+    from dataclasses import asdict
+
+    from nic_ray.train.labels import Task
+    from nic_ray.train.options import TrainOptions
+    from nic_ray.train.trainer import balanced_task, training_draws
+
+    tasks = [Task("score", "regression", ("score",)), Task("label", "binary", ("label",), (0, 1))]
+    labels = np.array([0.0] * 90 + [1.0] * 10)
+    for options, share in ((TrainOptions(), 0.5), (TrainOptions(balance="score"), None)):
+        config = {
+            "train_ids": [f"s{i}" for i in range(100)],
+            "options": asdict(options),
+            "train_targets": {"label": labels, "score": np.linspace(0, 1, 100)},
+            "balance": balanced_task(options, tasks),
+        }
+        drawn = []
+        for rank in range(2):
+            draws = training_draws(config, 8, rank)
+            for epoch in range(20):
+                draws.set_epoch(epoch)
+                drawn += [labels[slide] for slide, _ in draws]
+        assert len(drawn) == 2 * 20 * 7 * 8  # 100 slides / 16 a batch: 7 steps of 8 crops a worker
+        expected = share if share is not None else 0.1
+        assert abs(np.mean(drawn) - expected) < 0.05, (options.balance, np.mean(drawn))

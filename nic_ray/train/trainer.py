@@ -99,7 +99,6 @@ def _fit(
         "strides": list(options.strides),
         "dropout": options.dropout,
     }
-    balance = options.balance or next((t.name for t in labels.tasks if t.type in ("binary", "multiclass")), "")
     config = {
         "store": store.url,
         "part": part,
@@ -110,7 +109,7 @@ def _fit(
         "options": asdict(options),
         "train_targets": labels.targets(split["train"], scaling),
         "val_targets": labels.targets(split["val"], scaling),
-        "balance": balance,
+        "balance": balanced_task(options, labels.tasks),
         "loader_workers": resources.loader_workers,
     }
     state, weights = last_checkpoint(fit(files, part, train_loop, config, resources))
@@ -159,6 +158,22 @@ def _validate(net: NICNet, store: Store, config: dict, tasks: list[Task], device
     return {"val_loss": total, **metrics}
 
 
+def balanced_task(options: TrainOptions, tasks: list[Task]) -> str:
+    """The task whose classes training batches balance: ``--balance``, else the first
+    classification task, else none ("")."""
+    return options.balance or next((t.name for t in tasks if t.type in ("binary", "multiclass")), "")
+
+
+def training_draws(config: dict, per_worker: int, rank: int) -> Draws:
+    """A worker's (slide, seed) draws of an epoch: every class of the balanced task drawn as
+    often (a missing label is a class of its own), else every training slide as often."""
+    ids, options = config["train_ids"], config["options"]
+    steps = options["steps_per_epoch"] or max(1, math.ceil(len(ids) / options["batch_size"]))
+    groups = config["train_targets"].get(config["balance"])
+    chances = balanced_weights(groups) if groups is not None else np.full(len(ids), 1 / len(ids))
+    return Draws(chances, steps * per_worker, options["seed"], rank)
+
+
 def train_loop(config: dict) -> None:
     """One Ray Train worker: train one part, reporting (and checkpointing) every epoch."""
     rank, world, device = worker_setup()
@@ -178,13 +193,9 @@ def train_loop(config: dict) -> None:
     best = weights.get("best") or snapshot(net.state_dict())
 
     per_worker = options["batch_size"] // world
-    train_ids = config["train_ids"]
-    steps = options["steps_per_epoch"] or max(1, math.ceil(len(train_ids) / options["batch_size"]))
-    balance = config["train_targets"].get(config["balance"])
-    chances = balanced_weights(balance) if balance is not None else np.full(len(train_ids), 1 / len(train_ids))
-    draws = Draws(chances, steps * per_worker, options["seed"], rank)
+    draws = training_draws(config, per_worker, rank)
     data = CropDataset(
-        config["store"], train_ids, config["train_targets"], options["crop_size"], options["grid_dihedral"]
+        config["store"], config["train_ids"], config["train_targets"], options["crop_size"], options["grid_dihedral"]
     )
     loader = CropLoader(data, draws, per_worker, config["loader_workers"], pin_memory=device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
