@@ -15,6 +15,7 @@ from pathlib import Path
 from nic_ray.compress.options import CompressOptions
 from nic_ray.encoder_training.options import EncoderOptions, ProbeOptions
 from nic_ray.errors import NicError
+from nic_ray.explain.options import HeatmapOptions
 from nic_ray.options import add_flags, options_of
 from nic_ray.runtime.resources import Resources
 from nic_ray.train.options import EvaluateOptions, TestTimeOptions, TrainOptions
@@ -111,6 +112,28 @@ def _evaluate(args: argparse.Namespace) -> int:
     print(format_evaluation(table))
     print(f"written: {args.out or args.run + '/evaluation.parquet'}")
     return 0
+
+
+def _heatmap(args: argparse.Namespace) -> int:
+    from nic_ray.explain import heatmaps
+
+    table = heatmaps(
+        args.run,
+        args.store,
+        args.out,
+        slides=args.slides,
+        target=args.target,
+        masks=args.masks,
+        **options_of(args, HeatmapOptions),
+    )
+    for row in table.to_pylist():
+        if row["status"] == "failed":
+            print(f"failed: {row['slide_id']} ({row['target']}): {row['reason']}")
+    done = sum(r == "complete" for r in table.column("status").to_pylist())
+    jaccards = [j for j in table.column("jaccard").to_pylist() if j is not None and j == j]
+    shown = f"; mean Jaccard {sum(jaccards) / len(jaccards):.3f} over {len(jaccards)} masks" if jaccards else ""
+    print(f"{done} of {table.num_rows} heatmaps written to {args.out}{shown} ({args.out}/heatmaps.parquet)")
+    return 0 if done == table.num_rows else 1
 
 
 def _train_parser(sub) -> None:
@@ -243,6 +266,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="the Parquet file to write (default: RUN/evaluation.parquet)")
     add_flags(ev, EvaluateOptions)
     ev.set_defaults(handler=_evaluate)
+
+    heat = sub.add_parser(
+        "heatmap",
+        help="Grad-CAM heatmaps of a trained run over whole slides: OME-Zarr, PNG, GeoJSON for QuPath",
+        description="For each slide: where the run's CNN looked for --target (TASK, or TASK:CLASS, TASK:* for "
+        "each class; default the first task, a multiclass task's predicted class). Cross-validated runs explain "
+        "each slide with the fold model that never saw it. Exit 0 when every heatmap is written, 1 when some failed.",
+    )
+    heat.add_argument("--run", required=True)
+    heat.add_argument("--store", required=True)
+    heat.add_argument("--out", required=True, help="the folder to write into, local or s3://")
+    heat.add_argument("--slides", help="a table whose slide_id column picks the slides (default: every complete slide)")
+    heat.add_argument("--target", metavar="TASK[:CLASS]")
+    heat.add_argument("--masks", help="a folder of <slide_id>.png|.tif|.npy masks (slide or grid resolution): Jaccard")
+    add_flags(heat, HeatmapOptions)
+    heat.set_defaults(handler=_heatmap)
 
     info = sub.add_parser("slide-info", help="levels, µm/px, level choice, grid and tissue of one slide")
     info.add_argument("slide", help="a slide file or s3:// URL")

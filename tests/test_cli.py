@@ -195,7 +195,13 @@ def test_package_exports_are_what_they_name_after_every_module_is_imported():
 
     for module in pkgutil.walk_packages(nic_ray.__path__, "nic_ray."):
         importlib.import_module(module.name)
-    for package in ("nic_ray.compress", "nic_ray.train", "nic_ray.encoder_training", "nic_ray.runtime"):
+    for package in (
+        "nic_ray.compress",
+        "nic_ray.train",
+        "nic_ray.encoder_training",
+        "nic_ray.runtime",
+        "nic_ray.explain",
+    ):
         imported = importlib.import_module(package)
         for name in dir(imported):
             assert not isinstance(getattr(imported, name), types.ModuleType), f"{package}.{name}"

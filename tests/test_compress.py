@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import numpy as np
+import openslide
 import pyarrow.parquet as pq
 import pytest
 import tifffile
@@ -59,6 +60,11 @@ def test_embeddings_equal_the_encoder_on_openslide_patches(archive, tmp_path, na
     for slide_id, level in LEVEL.items():
         info = store.slide_info(slide_id)
         assert info["level"] == level and info["status"] == "complete"
+        with openslide.OpenSlide(str(next(archive.glob(f"{slide_id}.*")))) as osr:  # where cells lie on level 0
+            level0 = info["level0"]
+            assert level0["size"] == [osr.dimensions[1], osr.dimensions[0]]
+            assert level0["downsample"] == pytest.approx(osr.level_downsamples[level])
+            assert level0["mpp"] == pytest.approx(float(osr.properties[openslide.PROPERTY_NAME_MPP_X]))
         grid = store.read_embeddings(slide_id, orientation=0).astype(np.float32)
         tissue = store.read_tissue(slide_id)
         cells = np.argwhere(tissue >= 26)

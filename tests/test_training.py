@@ -19,8 +19,11 @@ import threading
 import uuid
 
 import numpy as np
+import openslide
 import pyarrow.parquet as pq
 import pytest
+import shapely
+import zarr
 from sklearn.metrics import roc_auc_score
 
 from nic_ray.compress import compress
@@ -53,6 +56,7 @@ def dataset(tmp_path_factory, ray_session):
     """56 slides (32 train, 8 validation, 16 test) compressed into a store; the label table."""
     root = tmp_path_factory.mktemp("learning")
     (root / "slides").mkdir()
+    (root / "masks").mkdir()
     rng = np.random.default_rng(0)
     rows = ["slide_id,label,time,event,split"]
     for i in range(56):
@@ -62,6 +66,7 @@ def dataset(tmp_path_factory, ray_session):
             size=(1024, 1024), n_digits=120, rect_size=(384, 256), digit_px=32, seed=i, lesion_stain=stain
         )
         write_slide(root / "slides" / f"s{i:03d}.tiff", case.image, mpp=0.5, tile=256, downsamples=(1, 4))
+        np.save(root / "masks" / f"s{i:03d}.npy", case.mask)  # the lesion, at slide resolution
         death, censor = rng.exponential(np.exp(-5 * s)), rng.exponential(0.5)
         rows.append(f"s{i:03d},{int(s > 0.5)},{min(death, censor):.5f},{int(death <= censor)},{SPLIT[i % 7]}")
     (root / "labels.csv").write_text("\n".join(rows) + "\n")
@@ -79,9 +84,15 @@ def history(run, part="single") -> list[dict]:
     return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(io.StringIO(text))]
 
 
-def test_learns_label_and_survival_on_held_out_slides(dataset, tmp_path):
-    run = tmp_path / "run"
-    result = train(dataset / "store.zarr", dataset / "labels.csv", TASKS, run, epochs=20, **SMALL_CNN)
+@pytest.fixture(scope="module")
+def learned(dataset, tmp_path_factory):
+    """A run trained on the dataset's training split: (run directory, train's result)."""
+    run = tmp_path_factory.mktemp("learned") / "run"
+    return run, train(dataset / "store.zarr", dataset / "labels.csv", TASKS, run, epochs=20, **SMALL_CNN)
+
+
+def test_learns_label_and_survival_on_held_out_slides(dataset, learned, tmp_path):
+    run, result = learned
     assert set(result.parts) == {"single"} and result.not_in_store == [] and result.not_in_table == []
 
     # predict: one row a slide; checked against the labels with sklearn and lifelines directly.
@@ -289,6 +300,21 @@ def test_cross_validation_pools_out_of_fold_predictions(dataset, tmp_path):
     np.testing.assert_allclose(value, np.mean(in_points, axis=0), rtol=1e-6)
     assert 80 < value.mean() < 140
 
+    # Heatmaps of a cross-validated run: each slide by the fold model that tested it, the same
+    # as the Grad-CAM of that model alone over the slide's grid.
+    from nic_ray.explain import Target, grid_heatmap, heatmaps
+
+    slide_id = splits["fold-1"]["test"][0]
+    pick = tmp_path / "pick.csv"
+    pick.write_text(f"slide_id\n{slide_id}\n")
+    table = heatmaps(str(run), str(dataset / "store.zarr"), str(tmp_path / "heat"), slides=str(pick), views=2)
+    assert table.column("status").to_pylist() == ["complete"]
+    net, config = load_model(files, "fold-1")
+    expected = grid_heatmap([net], store.read_embeddings(slide_id).astype(np.float32), Target("label", 0), 24, 2)
+    expected[store.read_tissue(slide_id) < 26] = 0
+    written = zarr.open_group(str(tmp_path / "heat" / slide_id / "label.ome.zarr"), mode="r")["0"][:]
+    np.testing.assert_allclose(written, expected / expected.max(), rtol=1e-5, atol=1e-6)
+
 
 def test_learning_rate_schedule_early_stopping_and_the_best_epoch_kept(dataset, tmp_path):
     """The NIC schedule, replayed by hand from the validation losses the run recorded: the rate
@@ -334,3 +360,59 @@ def test_learning_rate_schedule_early_stopping_and_the_best_epoch_kept(dataset, 
     assert loss == pytest.approx(min(losses), rel=1e-4)
     if best_epoch != stopped:
         assert loss != pytest.approx(losses[-1], rel=1e-4)  # not the last epoch's weights
+
+
+def test_heatmaps_of_a_trained_run_find_the_lesion(dataset, learned, tmp_path):
+    """The label is the colour of the lesion's stain: where the model looked for the positive
+    class is the lesion. On the positive test slides, the post-processed region overlaps the
+    lesion mask (given at slide resolution) far better than the same heatmap shuffled over the
+    tissue cells; the GeoJSON region lands on the lesion in level-0 pixels."""
+    from nic_ray.explain import heatmap_region, heatmaps, jaccard, mask_on_grid
+
+    run, _ = learned
+    labels = {r["slide_id"]: r for r in csv_dicts(dataset / "labels.csv")}
+    positive = sorted(s for s, r in labels.items() if r["split"] == "test" and r["label"] == "1")
+    pick = tmp_path / "pick.csv"
+    pick.write_text("slide_id\n" + "".join(f"{s}\n" for s in positive))
+    out = tmp_path / "heatmaps"
+    table = heatmaps(str(run), str(dataset / "store.zarr"), str(out), slides=str(pick), masks=str(dataset / "masks"))
+    rows = table.to_pylist()
+    assert [r["status"] for r in rows] == ["complete"] * len(positive) and len(positive) >= 5
+
+    store, rng = Store.open(dataset / "store.zarr"), np.random.default_rng(0)
+    found, shuffled, inside = [], [], []
+    for row in rows:
+        slide_id = row["slide_id"]
+        group = zarr.open_group(str(out / slide_id / "label.ome.zarr"), mode="r")
+        heatmap = group["0"][:]
+        with openslide.OpenSlide(str(dataset / "slides" / f"{slide_id}.tiff")) as osr:
+            # A cell is 32 level-0 pixels of this slide (32-px patches at level 0): µm from OpenSlide.
+            cell_um = 32 * float(osr.properties[openslide.PROPERTY_NAME_MPP_X])
+            assert heatmap.shape == (osr.dimensions[1] // 32, osr.dimensions[0] // 32)
+        transforms = group.attrs["multiscales"][0]["datasets"][0]["coordinateTransformations"]
+        assert transforms == [{"type": "scale", "scale": [cell_um, cell_um]}]
+        tissue = store.read_tissue(slide_id) >= 26
+        mask = np.load(dataset / "masks" / f"{slide_id}.npy")
+        on_grid = mask_on_grid(mask, heatmap.shape, 32)  # 32-px cells at level 0
+        region = heatmap_region(heatmap, tissue)
+        assert row["jaccard"] == pytest.approx(jaccard(region, on_grid))
+        found.append(row["jaccard"])
+        for _ in range(20):
+            mixed = np.zeros_like(heatmap)
+            mixed[tissue] = rng.permutation(heatmap[tissue])
+            shuffled.append(jaccard(heatmap_region(mixed, tissue), on_grid))
+        # The GeoJSON region, read back with shapely, in level-0 pixels: how much of it is lesion.
+        features = json.loads((out / slide_id / "label.geojson").read_text())["features"]
+        shape = shapely.union_all([shapely.geometry.shape(f["geometry"]) for f in features])
+        ys, xs = np.nonzero(mask)
+        points = rng.integers(0, len(ys), 4000)
+        lesion_in_region = shapely.contains_xy(shape, xs[points] + 0.5, ys[points] + 0.5).mean()
+        region_points = shapely.points(rng.uniform(0, 1024, (20000, 2)))
+        in_region = np.array(region_points)[shapely.contains(shape, region_points)]
+        coords = shapely.get_coordinates(in_region).astype(int)
+        inside.append(mask[coords[:, 1], coords[:, 0]].mean() if len(coords) else 0.0)
+        assert lesion_in_region > 0 or not len(coords)
+    # Shuffled, the smoothed map is nearly flat and its region most of the tissue (~0.4 here).
+    assert np.mean(found) > np.nanmean(shuffled) + 0.15, (found, np.nanmean(shuffled))
+    lesion_share = np.mean([np.load(dataset / "masks" / f"{s}.npy").mean() for s in positive])
+    assert np.mean(inside) > 2 * lesion_share, (inside, lesion_share)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from nic_ray.errors import NicError
-from nic_ray.slides import OpenSlides, open_slide, read_cells, read_thumbnail, tile_grid
+from nic_ray.slides import OpenSlides, level0_geometry, open_slide, read_cells, read_thumbnail, tile_grid
 from nic_ray.slides.tissue import cell_fraction, default_mask_mpp, tissue_mask
 from nic_ray.store import CHUNK, Store, block_origins, write_block
 
@@ -71,6 +71,7 @@ def plan_slide(row: dict, settings: Settings) -> list[dict]:
             thumb, thumb_mpp = read_thumbnail(slide, default_mask_mpp(grid))
             tissue = cell_fraction(tissue_mask(thumb), thumb_mpp, grid)
             identity = slide.identity
+            level0 = level0_geometry(slide, grid)
     except NicError as e:
         return [_row(slide_id, url, mpp, 1, error=str(e))]
     origins = block_origins(tissue, settings.tissue_threshold)
@@ -82,6 +83,7 @@ def plan_slide(row: dict, settings: Settings) -> list[dict]:
         "mpp": grid.mpp,
         "patch_size": grid.patch_size,
         "stride": grid.stride,
+        "level0": level0,
         "tissue_threshold": settings.tissue_threshold,
         "n_tissue_tiles": int((tissue >= settings.tissue_threshold).sum()),
         "n_blocks": len(origins),

@@ -2,7 +2,7 @@
 
 from nic_ray.slides.cache import SlideCache
 from nic_ray.slides.cells import read_cells
-from nic_ray.slides.grid import TileGrid, read_target_region, tile_grid
+from nic_ray.slides.grid import TileGrid, level0_geometry, read_target_region, tile_grid
 from nic_ray.slides.open_slides import OpenSlides
 from nic_ray.slides.resolution import LevelChoice, choose_level
 from nic_ray.slides.slide import Level, Slide, open_slide
@@ -19,6 +19,7 @@ __all__ = [
     "TileGrid",
     "choose_level",
     "expand_sources",
+    "level0_geometry",
     "open_slide",
     "read_cells",
     "read_target_region",

@@ -68,6 +68,17 @@ def tile_grid(
     )
 
 
+def level0_geometry(slide: Slide, grid: TileGrid) -> dict:
+    """Where the grid lies on the slide's level 0: ``downsample`` (level-0 pixels a grid pixel),
+    level 0's ``mpp`` and ``size`` (height, width): what overlays need (a store records it)."""
+    level0 = slide.levels[0]
+    return {
+        "downsample": slide.levels[grid.level].downsample * grid.scale,
+        "mpp": level0.mpp,
+        "size": [level0.height, level0.width],
+    }
+
+
 def _integer(f: float) -> int | None:
     k = round(f)
     return k if abs(f - k) < 1e-9 else None

@@ -147,6 +147,10 @@ class Store:
     def read_tissue(self, slide_id: str) -> np.ndarray:
         return self._slide(slide_id)["tissue"][:]
 
+    def read_thumbnail(self, slide_id: str) -> np.ndarray:
+        """uint8 (h, w, 3): the whole slide, small, for overlays."""
+        return self._slide(slide_id)["thumbnail"][:]
+
     def grid(self, slide_id: str) -> tuple[GridReader, np.ndarray]:
         """(embeddings reader, tissue) of a complete slide, its metadata read once: what crops need."""
         group = self._slide(slide_id)
