@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from nic_ray.compress.options import CompressOptions
+from nic_ray.datasets.options import SyntheticOptions
 from nic_ray.encoder_training.options import EncoderOptions, ProbeOptions
 from nic_ray.errors import NicError
 from nic_ray.explain.options import HeatmapOptions
@@ -34,6 +35,18 @@ def _demo(args: argparse.Namespace) -> int:
     print(summary["tissue_map"])
     print(f"store: {summary['store']} (nic-ray status {summary['store']})")
     print(f"compressed grid (mean-rgb, one cell = 8 px): {summary['grid_png']}")
+    return 0
+
+
+def _synthetic(args: argparse.Namespace) -> int:
+    from nic_ray.datasets.synthetic_set import write_synthetic_set
+
+    counts = write_synthetic_set(args.out, **options_of(args, SyntheticOptions))
+    print(f"{args.out}: " + ", ".join(f"{n} {role}" for role, n in counts.items()) + " images")
+    print(
+        f"labels: {args.out}/labels.csv (split: train/val/test); encoder images: {args.out}/encoders.csv; "
+        f"lesion masks: {args.out}/masks/"
+    )
     return 0
 
 
@@ -282,6 +295,17 @@ def build_parser() -> argparse.ArgumentParser:
     heat.add_argument("--masks", help="a folder of <slide_id>.png|.tif|.npy masks (slide or grid resolution): Jaccard")
     add_flags(heat, HeatmapOptions)
     heat.set_defaults(handler=_heatmap)
+
+    synthetic = sub.add_parser(
+        "synthetic",
+        help="write the paper's synthetic task (digits, an upright and a tilted rectangle) as a data set of slides",
+        description="Digits everywhere at one density; a digit in a rectangle takes its class. Label: the tilted "
+        "rectangle's class (10 classes, balanced within each role); mask: the tilted rectangle. MNIST cannot be "
+        "downloaded here: scikit-learn's 8x8 digits stand in. Run again to finish a set that was stopped.",
+    )
+    synthetic.add_argument("--out", required=True, help="the folder to write into")
+    add_flags(synthetic, SyntheticOptions)
+    synthetic.set_defaults(handler=_synthetic)
 
     info = sub.add_parser("slide-info", help="levels, µm/px, level choice, grid and tissue of one slide")
     info.add_argument("slide", help="a slide file or s3:// URL")

@@ -80,7 +80,7 @@ def add_flags(parser: argparse.ArgumentParser, *dataclasses_: type) -> None:
             flag = "--" + (meta.get("flag") or f.name.replace("_", "-"))
             kwargs: dict[str, Any] = {"dest": f.name, "default": default, "metavar": meta.get("metavar")}
             shown = " ".join(map(str, default)) if isinstance(default, tuple) else default
-            unsaid = default is None or default is False or default == {}
+            unsaid = default is None or default is False or (isinstance(default, dict | tuple) and not default)
             help = meta["help"] if unsaid else f"{meta['help']} (default: {shown})"
             if isinstance(default, bool):
                 kwargs["action"] = argparse.BooleanOptionalAction if default else "store_true"

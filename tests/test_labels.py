@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 
 from nic_ray.train.labels import LabelError, load_labels, parse_task
@@ -60,3 +61,32 @@ def test_bad_task_declarations(text):
 def test_unreadable_table(tmp_path):
     with pytest.raises(LabelError, match="cannot read the label table"):
         load_labels(str(tmp_path / "nope.csv"), [parse_task("c:binary:c")], STORE)
+
+
+def test_a_patients_slides_share_one_role(tmp_path):
+    """Seeded folds keep each patient's slides together; split or fold columns that part a
+    patient are refused in one line. A slide without a patient id is a patient of its own."""
+    from nic_ray.train.splits import plan_splits
+
+    rng = np.random.default_rng(0)
+    rows, ids = ["slide_id,patient_id,y"], []
+    for p in range(30):
+        for k in range(1 + p % 3):  # 1 to 3 slides a patient
+            ids.append(f"p{p}-{k}")
+            rows.append(f"p{p}-{k},{'' if p == 0 else f'P{p}'},{rng.integers(2)}")
+    path = table(tmp_path, "\n".join(rows) + "\n")
+    labels = load_labels(path, [parse_task("y:binary:y")], ids)
+    patient = dict(zip(labels.slide_ids, labels.patients))
+    for seed in range(3):
+        parts = plan_splits(labels, folds=4, seed=seed)
+        tested = [s for part in parts.values() for s in part["test"]]
+        assert sorted(tested) == sorted(ids)  # every slide tested once
+        for part in parts.values():
+            roles = [{patient[s] for s in part[role]} for role in ("train", "val", "test")]
+            assert not (roles[0] & roles[1] or roles[0] & roles[2] or roles[1] & roles[2]), part
+    split = table(tmp_path, "slide_id,patient_id,y,split\na,P1,0,train\nb,P1,1,test\nc,P2,1,val\nd,P3,0,train\n")
+    with pytest.raises(LabelError, match="patient P1 is in split train .slide a. and test .slide b.; a patient's"):
+        load_labels(split, [parse_task("y:binary:y")], list("abcd"))
+    fold = table(tmp_path, "slide_id,patient_id,y,fold\na,P1,0,0\nb,P1,1,0\nc,P2,1,1\nd,P2,0,2\n")
+    with pytest.raises(LabelError, match="patient P2 is in fold 1 .slide c. and 2 .slide d."):
+        load_labels(fold, [parse_task("y:binary:y")], list("abcd"))

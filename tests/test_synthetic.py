@@ -3,6 +3,7 @@
 import numpy as np
 import openslide
 import pytest
+from PIL import Image
 
 from nic_ray.datasets.synthetic import TissuePainter, write_slide
 from nic_ray.datasets.synthetic_task import nic_synthetic_case
@@ -40,3 +41,70 @@ def test_nic_synthetic_case():
     assert (case.image[case.mask].min(axis=-1) < 200).mean() > 0.1
     again = nic_synthetic_case(size=(1024, 1536), n_digits=100, rect_size=(256, 160), digit_px=32, seed=7)
     assert np.array_equal(again.image, case.image) and again.label == case.label
+
+
+def test_paper_task_digits_everywhere_at_one_density_and_classes_by_place(tmp_path):
+    """§4.1.1: one density of digits inside and outside the rectangles; inside, the rectangle's
+    class; outside, any of the 10 classes; the tilted rectangle's class is the label, its area the
+    mask; rectangles of the drawn sizes and orientations. The slide as written reads back, tile by
+    tile, as the image painted whole (OpenSlide, lossless tiles)."""
+    from nic_ray.datasets.synthetic_task import PaperCase
+
+    cases = [PaperCase(size=1200, seed=s, long_side=(0.1, 0.5)) for s in range(6)]
+    inside, outside, area_in, area_out = 0, 0, 0.0, 0.0
+    for case in cases:
+        y, x = case.centres.T
+        tilted, upright = case.tilted.contains(y, x), case.upright.contains(y, x)
+        assert (case.classes[tilted] == case.label).all() and (case.classes[upright & ~tilted] == case.distractor).all()
+        assert set(case.classes[~tilted & ~upright].tolist()) == set(range(10))
+        assert case.tilted.angle in (45, 135) and case.upright.angle in (0, 90) and case.label != case.distractor
+        for r in (case.tilted, case.upright):
+            assert 0.1 * 1200 <= r.long <= 0.5 * 1200 and r.long / 3 - 1e-9 <= r.short <= r.long / 2 + 1e-9
+        mask = case.mask()
+        assert mask.sum() == pytest.approx(case.tilted.long * case.tilted.short, rel=0.03)
+        inside += (tilted | upright).sum()
+        area_in += case.tilted.long * case.tilted.short + case.upright.long * case.upright.short
+        outside += (~tilted & ~upright).sum()
+        area_out += 1200 * 1200 - case.tilted.long * case.tilted.short - case.upright.long * case.upright.short
+    expected = 25_920 / 3600**2
+    assert inside / area_in == pytest.approx(expected, rel=0.1) and outside / area_out == pytest.approx(
+        expected, rel=0.05
+    )
+
+    case = cases[0]
+    path = write_slide(tmp_path / "p.tiff", case, 0.5, compression="zlib", tile=256, downsamples=(1, 4))
+    with openslide.OpenSlide(path) as osr:
+        level0 = np.asarray(osr.read_region((0, 0), 0, (1200, 1200)).convert("RGB"))
+        level1 = np.asarray(osr.read_region((0, 0), 1, (300, 300)).convert("RGB"))
+    image = case.image()
+    np.testing.assert_array_equal(level0, image)
+    box = image.reshape(300, 4, 300, 4, 3).mean(axis=(1, 3))
+    assert np.abs(level1.astype(float) - box).max() <= 1  # the reduced level: box means, rounded
+
+
+def test_synthetic_set_roles_balanced_and_resumable(tmp_path, capsys):
+    import csv
+
+    from nic_ray.cli import main
+
+    out = tmp_path / "set"
+    argv = ["synthetic", "--out", str(out), "--images", "24", "--size", "360", "--encoder-share", "0.25"]
+    assert main(argv) == 0
+    assert "6 encoder, 4 train, 2 val, 12 test images" in capsys.readouterr().out
+    rows = list(csv.DictReader(open(out / "labels.csv")))
+    encoders = list(csv.DictReader(open(out / "encoders.csv")))
+    assert (
+        len(rows) == 18 and len(encoders) == 6 and not {r["slide_id"] for r in rows} & {e["slide_id"] for e in encoders}
+    )
+    for role in ("train", "val", "test"):
+        labels = [int(r["label"]) for r in rows if r["split"] == role]
+        assert max(np.bincount(labels, minlength=min(10, len(labels)))) - min(np.bincount(labels)[: len(labels)]) <= 1
+    for row in rows[:3]:
+        mask = np.asarray(Image.open(out / "masks" / f"{row['slide_id']}.png"))
+        assert mask.shape == (360, 360) and mask.mean() == pytest.approx(float(row["lesion_share"]), abs=1e-4)
+    with openslide.OpenSlide(encoders[0]["url"]) as osr:
+        assert osr.dimensions == (360, 360) and float(osr.properties["openslide.mpp-x"]) == pytest.approx(0.5)
+    written = {p: p.stat().st_mtime_ns for p in (out / "slides").iterdir()}
+    assert main(argv) == 0  # again: nothing rewritten
+    assert {p: p.stat().st_mtime_ns for p in (out / "slides").iterdir()} == written
+    assert main([*argv, "--long-side-min", "0.6", "--long-side-max", "0.5"]) == 2

@@ -1,6 +1,7 @@
 """Crops (pmf, test positions, padded reads, orientations) and the NIC CNN."""
 
 import numpy as np
+import pytest
 import torch
 
 from nic_ray.compress import compress
@@ -167,6 +168,25 @@ def test_training_batches_balance_the_first_classification_task_unless_told_othe
             for epoch in range(20):
                 draws.set_epoch(epoch)
                 drawn += [labels[slide] for slide, _ in draws]
-        assert len(drawn) == 2 * 20 * 7 * 8  # 100 slides / 16 a batch: 7 steps of 8 crops a worker
+        assert len(drawn) == 2 * 20 * 20 * 8  # 100 slides / 16 a batch: 7 steps, raised to 20, of 8 crops
         expected = share if share is not None else 0.1
         assert abs(np.mean(drawn) - expected) < 0.05, (options.balance, np.mean(drawn))
+    large = {**config, "train_ids": [f"s{i}" for i in range(1000)], "train_targets": {}, "balance": ""}
+    assert training_draws(large, 8, 0).count == 63 * 8  # 1000 slides / 16 a batch: 63 steps, no floor
+
+
+def test_default_strides_follow_the_crop_size():
+    """The deepest NIC stack (up to the paper's 8 layers) whose valid convolutions a crop feeds:
+    the network runs on such crops, and one more halving layer would not (PyTorch refuses)."""
+    from nic_ray.train.nic_cnn import default_strides
+    from nic_ray.train.options import NIC_STRIDES
+
+    assert default_strides(400) == NIC_STRIDES and default_strides(24) == (2, 2, 1, 1)
+    for crop in (24, 50, 100, 383, 400, 800):
+        strides = default_strides(crop)
+        net = NICNet(3, {"y": 1}, width=4, strides=strides).eval()
+        assert net.features(torch.zeros(1, 3, crop, crop)).shape[-1] >= 1
+        if strides.count(2) < 6:
+            deeper = NICNet(3, {"y": 1}, width=4, strides=(2, *strides)).eval()
+            with pytest.raises(RuntimeError):
+                deeper.features(torch.zeros(1, 3, crop, crop))

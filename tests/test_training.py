@@ -238,6 +238,11 @@ def test_other_options_on_an_existing_run_are_refused(dataset, tmp_path):
     [
         ({"loader_workers": 0}, "--loader-workers 0: crops need at least one loader thread"),
         ({"batch_size": 3, "workers": 2}, "--batch-size 3 gives fewer than 2 crops per worker; BatchNorm needs 2"),
+        (
+            {"strides": (2, 2, 2, 2, 2, 2, 1, 1)},
+            "--strides 2 2 2 2 2 2 1 1 need crops of at least 383 cells, more "
+            "than --crop-size 24; give fewer or smaller strides, or leave --strides out to follow the crop size",
+        ),
     ],
 )
 def test_resources_that_cannot_train_are_refused(dataset, tmp_path, resources, message):

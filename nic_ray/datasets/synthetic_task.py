@@ -1,9 +1,14 @@
-"""The NIC synthetic task (Tellez et al., TPAMI 2019, §4.1.1), with scikit-learn's 8×8 digits.
+"""The NIC synthetic task (Tellez et al., TPAMI 2019, §4.1.1), with scikit-learn's 8×8 digits
+(MNIST, which the paper used, cannot be downloaded where nic-ray is built and tested).
 
-Digits are scattered across a white image. Two rectangles are packed with digits that share a
-class within each rectangle: one upright, one tilted by 45° or 135°. The image's label is the
-class of the tilted rectangle's digits (the upright one, of another class, is a distractor), and
-the tilted rectangle is the ground-truth lesion a saliency map should find.
+`PaperCase` is the task as §4.1.1 defines it: digits at random positions over the whole image
+at one density; two rectangles, one upright (vertical or horizontal) and one tilted by 45° or
+135°, of random sizes; a digit takes the class of the rectangle it falls in, elsewhere a random
+class. Nothing but the digits' classes and their arrangement marks a rectangle. The image's label
+is the tilted rectangle's class; its mask is the tilted rectangle.
+
+`nic_synthetic_case` is a simpler variant for quick tests: rectangles packed solid with digits,
+of fixed size, and an optional lesion stain that even a mean-RGB encoder sees.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
+from scipy import ndimage
+
+from nic_ray.slides.resample import box_downsample
 
 _STAIN = np.array([80, 40, 140])  # haematoxylin-like purple: tissue to a saturation mask
 
@@ -32,17 +40,134 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
     return d.images / 16.0, d.target
 
 
+def _glyph(digit: np.ndarray, px: int) -> np.ndarray:
+    """An 8 × 8 digit at px × px: repeated pixels for multiples of 8, bilinear otherwise."""
+    if px % 8 == 0:
+        return np.kron(digit, np.ones((px // 8, px // 8)))
+    return np.clip(ndimage.zoom(digit, px / 8, order=1), 0, 1)
+
+
 def _draw(image: np.ndarray, digit: np.ndarray, cy: float, cx: float, px: int, stain: np.ndarray = _STAIN) -> None:
     """Darken ``image`` with ``digit`` in ``stain`` scaled to px × px, centred at (cy, cx); clipped."""
-    glyph = np.kron(digit, np.ones((px // 8, px // 8)))
+    glyph = _glyph(digit, px)
     y0, x0 = round(cy) - glyph.shape[0] // 2, round(cx) - glyph.shape[1] // 2
     gy0, gx0 = max(0, -y0), max(0, -x0)
     y0, x0 = max(y0, 0), max(x0, 0)
     y1 = min(image.shape[0], y0 + glyph.shape[0] - gy0)
     x1 = min(image.shape[1], x0 + glyph.shape[1] - gx0)
+    if y1 <= y0 or x1 <= x0:  # wholly outside
+        return
     g = glyph[gy0 : gy0 + y1 - y0, gx0 : gx0 + x1 - x0, None]
     ink = (255 - g * (255 - stain)).astype(np.uint8)
     np.minimum(image[y0:y1, x0:x1], ink, out=image[y0:y1, x0:x1])
+
+
+@dataclass(frozen=True)
+class Rectangle:
+    """A rectangle centred at (cy, cx), ``long`` × ``short`` px, its long side at ``angle``
+    degrees from the x axis (0 horizontal, 90 vertical, 45 and 135 tilted)."""
+
+    cy: float
+    cx: float
+    long: float
+    short: float
+    angle: float
+
+    def contains(self, y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        a = np.deg2rad(self.angle)
+        dy, dx = np.asarray(y, float) - self.cy, np.asarray(x, float) - self.cx
+        along, across = np.cos(a) * dx - np.sin(a) * dy, np.sin(a) * dx + np.cos(a) * dy
+        return (np.abs(along) <= self.long / 2) & (np.abs(across) <= self.short / 2)
+
+    def half_extent(self) -> tuple[float, float]:
+        """(half height, half width) of its bounding box."""
+        a = np.deg2rad(self.angle)
+        c, s = abs(np.cos(a)), abs(np.sin(a))
+        return (s * self.long + c * self.short) / 2, (c * self.long + s * self.short) / 2
+
+
+class PaperCase:
+    """One image of the paper's synthetic task, painted on demand (a `write_slide` painter, so
+    that slides larger than memory are written tile by tile).
+
+    ``size`` px a side; digits of ``digit_px`` px at ``density`` digits a pixel (the paper:
+    25,920 in 3600², 9-px digits); rectangles' long side drawn uniformly in ``long_side`` × size
+    (the paper: 1%–50%), their short side a third to a half of it (at least a digit; the paper
+    does not say). ``label`` fixes the tilted rectangle's class (else drawn).
+
+    >>> case = PaperCase(size=720, seed=1)
+    >>> case.label != case.distractor, case.tilted.angle in (45, 135), case.upright.angle in (0, 90)
+    (True, True, True)
+    >>> bool((case(0, 0, 720, 720, 1) == case.image()).all())  # the same pixels, whole or by region
+    True
+    """
+
+    def __init__(
+        self,
+        size: int = 3600,
+        digit_px: int = 9,
+        density: float = 25_920 / 3600**2,
+        long_side: tuple[float, float] = (0.01, 0.5),
+        seed: int = 0,
+        label: int | None = None,
+    ):
+        rng = np.random.default_rng(seed)
+        self.width = self.height = size
+        self.digit_px = digit_px
+        self.label, self.distractor = (int(c) for c in rng.choice(10, size=2, replace=False))
+        if label is not None:  # a label asked for (balanced data sets); the distractor another class
+            self.label, self.distractor = label, (label + 1 + int(rng.integers(9))) % 10
+        self.upright, self.tilted = self._place(rng, size, long_side, digit_px)
+        images, targets = _digits()
+        n = rng.poisson(density * size * size)
+        self.centres = rng.uniform(0, size, size=(n, 2))
+        y, x = self.centres.T
+        self.classes = rng.integers(10, size=n)
+        self.classes[self.upright.contains(y, x)] = self.distractor
+        self.classes[self.tilted.contains(y, x)] = self.label  # the label wins where they touch
+        by_class = [np.flatnonzero(targets == c) for c in range(10)]
+        self.samples = np.array([rng.choice(by_class[c]) for c in self.classes], int)
+
+    @staticmethod
+    def _place(
+        rng: np.random.Generator, size: int, long_side: tuple[float, float], digit_px: int
+    ) -> tuple[Rectangle, Rectangle]:
+        for _ in range(1000):
+            rects = []
+            for angle in (rng.choice([0, 90]), rng.choice([45, 135])):
+                long = rng.uniform(*long_side) * size
+                short = max(digit_px, long * rng.uniform(1 / 3, 1 / 2))
+                hy, hx = Rectangle(0, 0, long, short, angle).half_extent()
+                if hy * 2 > size or hx * 2 > size:
+                    break
+                rects.append(Rectangle(rng.uniform(hy, size - hy), rng.uniform(hx, size - hx), long, short, angle))
+            if len(rects) == 2:
+                (a, b) = rects
+                ya, xa = a.half_extent()
+                yb, xb = b.half_extent()
+                if abs(a.cy - b.cy) > ya + yb or abs(a.cx - b.cx) > xa + xb:  # bounding boxes apart
+                    return a, b
+        raise ValueError(f"two rectangles of up to {long_side[1]:.0%} of {size} px do not fit apart; lower it")
+
+    def __call__(self, x: int, y: int, width: int, height: int, downsample: int) -> np.ndarray:
+        """RGB (height, width, 3) of the level shrunk by ``downsample``, from its (x, y)."""
+        k, px = downsample, self.digit_px
+        x0, y0, w, h = x * k, y * k, width * k, height * k
+        region = np.full((h, w, 3), 255, np.uint8)
+        cy, cx = self.centres.T
+        near = np.flatnonzero((cy > y0 - px) & (cy < y0 + h + px) & (cx > x0 - px) & (cx < x0 + w + px))
+        images, _ = _digits()
+        for i in near:
+            _draw(region, images[self.samples[i]], cy[i] - y0, cx[i] - x0, px)
+        return region if k == 1 else box_downsample(region, k)
+
+    def image(self) -> np.ndarray:
+        return self(0, 0, self.width, self.height, 1)
+
+    def mask(self) -> np.ndarray:
+        """bool (size, size): the tilted rectangle, the lesion to find."""
+        yy, xx = np.mgrid[0 : self.height, 0 : self.width]
+        return self.tilted.contains(yy + 0.5, xx + 0.5)
 
 
 def nic_synthetic_case(

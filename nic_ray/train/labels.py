@@ -61,6 +61,7 @@ class Labels:
     not_in_table: list[str]  # complete in the store, no row in the table
     split: list[str] | None = None  # the table's split column, if any
     fold: list[int] | None = None  # the table's fold column, if any
+    patients: list[str] | None = None  # the table's patient_id column (a slide alone: its own id)
 
     def targets(self, ids: list[str], scaling: dict[str, tuple[float, float]] | None = None) -> dict[str, np.ndarray]:
         """Task → targets of ``ids``: class index, value (standardised by ``scaling``'s (mean,
@@ -112,9 +113,32 @@ def load_labels(path: str, tasks: list[Task], complete_slides: list[str]) -> Lab
         values=values,
         not_in_store=sorted(set(ids) - complete),
         not_in_table=sorted(complete - set(ids)),
-        split=_split_column(path, used),
-        fold=_fold_column(path, used),
+        split=_one_role_a_patient(path, used, "split", _split_column(path, used)),
+        fold=_one_role_a_patient(path, used, "fold", _fold_column(path, used)),
+        patients=_patient_column(used),
     )
+
+
+def _patient_column(rows: list[dict]) -> list[str] | None:
+    if "patient_id" not in rows[0]:
+        return None
+    return [str(r["patient_id"]) if r["patient_id"] not in (None, "") else f"slide:{r['slide_id']}" for r in rows]
+
+
+def _one_role_a_patient(path: str, rows: list[dict], column: str, roles: list | None) -> list | None:
+    """``roles`` (a split or fold per slide), refused where one patient's slides differ."""
+    patients = _patient_column(rows)
+    if roles is None or patients is None:
+        return roles
+    seen: dict[str, tuple] = {}
+    for row, patient, role in zip(rows, patients, roles):
+        first = seen.setdefault(patient, (role, row["slide_id"]))
+        if first[0] != role:
+            raise LabelError(
+                f"{path}: patient {row['patient_id']} is in {column} {first[0]} (slide {first[1]}) and "
+                f"{role} (slide {row['slide_id']}); a patient's slides must share one {column}"
+            )
+    return roles
 
 
 def _split_column(path: str, rows: list[dict]) -> list[str] | None:

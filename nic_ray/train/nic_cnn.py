@@ -14,6 +14,32 @@ from torch import nn
 from nic_ray.train.options import NIC_STRIDES
 
 
+def smallest_crop(strides: tuple[int, ...]) -> int:
+    """The fewest cells a side that valid 3 × 3 convolutions with ``strides`` reduce to one.
+
+    >>> smallest_crop(NIC_STRIDES), smallest_crop((2, 2, 1, 1))
+    (383, 23)
+    """
+    size = 1
+    for stride in reversed(strides):
+        size = (size - 1) * stride + 3
+    return size
+
+
+def default_strides(crop_size: int) -> tuple[int, ...]:
+    """The paper's strides (six of 2, then two of 1) for 400-cell crops; for smaller crops, as
+    many leading 2s as the crop allows (and its two 1s).
+
+    >>> default_strides(400) == NIC_STRIDES, default_strides(24), default_strides(100)
+    (True, (2, 2, 1, 1), (2, 2, 2, 2, 1, 1))
+    """
+    for halvings in range(NIC_STRIDES.count(2), -1, -1):
+        strides = (2,) * halvings + (1, 1)
+        if smallest_crop(strides) <= crop_size:
+            return strides
+    return (1,)
+
+
 class SeparableConv2d(nn.Sequential):
     def __init__(self, in_channels: int, out_channels: int, stride: int):
         super().__init__(

@@ -36,10 +36,10 @@ from nic_ray.slides.cache import is_remote
 from nic_ray.store import Store
 from nic_ray.train.dataset import CropDataset, CropLoader, Draws, balanced_weights
 from nic_ray.train.labels import Labels, Task, load_labels, parse_task
-from nic_ray.train.losses import task_loss
+from nic_ray.train.losses import step_loss, task_loss
 from nic_ray.train.metrics import task_metrics
-from nic_ray.train.nic_cnn import NICNet
-from nic_ray.train.options import TrainOptions
+from nic_ray.train.nic_cnn import NICNet, default_strides, smallest_crop
+from nic_ray.train.options import MIN_STEPS, TrainOptions
 from nic_ray.train.prediction import model_tasks, predict_outputs
 from nic_ray.train.splits import plan_splits
 
@@ -55,7 +55,13 @@ class TrainResult:
 def train(store: str, labels: str, tasks: list[str | Task], out: str, **kwargs) -> TrainResult:
     """Train on the complete slides of ``store`` labelled in ``labels``; see `TrainOptions`, `Resources`."""
     options, resources = split_options(kwargs, TrainOptions, Resources)
-    options.strides = tuple(options.strides)
+    options.strides = tuple(options.strides) or default_strides(options.crop_size)
+    if smallest_crop(options.strides) > options.crop_size:
+        raise NicError(
+            f"--strides {' '.join(map(str, options.strides))} need crops of at least "
+            f"{smallest_crop(options.strides)} cells, more than --crop-size {options.crop_size}; give fewer or "
+            "smaller strides, or leave --strides out to follow the crop size"
+        )
     if resources.loader_workers < 1:
         raise NicError(f"--loader-workers {resources.loader_workers}: crops need at least one loader thread")
     if options.batch_size // resources.workers < 2:
@@ -168,7 +174,7 @@ def training_draws(config: dict, per_worker: int, rank: int) -> Draws:
     """A worker's (slide, seed) draws of an epoch: every class of the balanced task drawn as
     often (a missing label is a class of its own), else every training slide as often."""
     ids, options = config["train_ids"], config["options"]
-    steps = options["steps_per_epoch"] or max(1, math.ceil(len(ids) / options["batch_size"]))
+    steps = options["steps_per_epoch"] or max(MIN_STEPS, math.ceil(len(ids) / options["batch_size"]))
     groups = config["train_targets"].get(config["balance"])
     chances = balanced_weights(groups) if groups is not None else np.full(len(ids), 1 / len(ids))
     return Draws(chances, steps * per_worker, options["seed"], rank)
@@ -193,6 +199,7 @@ def train_loop(config: dict) -> None:
     best = weights.get("best") or snapshot(net.state_dict())
 
     per_worker = options["batch_size"] // world
+    types = {t.name: t.type for t in tasks}
     draws = training_draws(config, per_worker, rank)
     data = CropDataset(
         config["store"], config["train_ids"], config["train_targets"], options["crop_size"], options["grid_dihedral"]
@@ -209,7 +216,7 @@ def train_loop(config: dict) -> None:
             waited += time.perf_counter() - ready
             with autocast:
                 outputs = model(crops.to(device, non_blocking=True).float())
-            loss = sum(task_loss(t.type, outputs[t.name].float(), targets[t.name].to(device)) for t in tasks)
+            loss = step_loss(types, outputs, {name: target.to(device) for name, target in targets.items()})
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
