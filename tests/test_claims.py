@@ -70,3 +70,21 @@ def test_a_dead_runs_claims_are_taken_over(store_url):
         assert [claims.holder(s) for s in ("s1", "s2", "s3")] == ["run-new", "run-new", "run-live"]
         assert claims.is_alive("run-new") and not claims.is_alive("run-gone")
     assert not Claims(store_url, "x").is_alive("run-new")  # a run that ended says so
+
+
+def test_a_claim_being_written_is_not_taken_over(store_url):
+    """Locally a claim is created, then written: another run that reads it in between finds it
+    empty. It waits for the content instead of taking the claim over (the racing test above
+    caught that once on a loaded machine: both runs held the slide)."""
+    import threading
+
+    fs, root = fsspec.core.url_to_fs(store_url)
+    runs = root.rstrip("/") + "/runs"
+    with Claims(store_url, "run-a") as a, Claims(store_url, "run-b") as b:
+        fs.pipe_file(f"{runs}/claims/s9.json", b"")  # created by run-a, not written yet
+        writer = threading.Timer(
+            0.2, lambda: fs.pipe_file(f"{runs}/claims/s9.json", json.dumps({"run_id": "run-a", "time": 0}).encode())
+        )
+        writer.start()
+        assert b.claim("s9") == "run-a" and a.holder("s9") == "run-a"
+        writer.join()

@@ -421,3 +421,61 @@ def test_heatmaps_of_a_trained_run_find_the_lesion(dataset, learned, tmp_path):
     assert np.mean(found) > np.nanmean(shuffled) + 0.15, (found, np.nanmean(shuffled))
     lesion_share = np.mean([np.load(dataset / "masks" / f"{s}.npy").mean() for s in positive])
     assert np.mean(inside) > 2 * lesion_share, (inside, lesion_share)
+
+
+def test_per_patient_predictions_and_metrics_average_a_patients_slides(dataset, learned, tmp_path):
+    """Slides paired into patients (same split and label, one survival record each): predict and
+    evaluate per patient average the patient's slide outputs; the AUC equals one computed by hand
+    from the per-slide predictions. Patients whose slides disagree on a label are refused."""
+    from scipy.special import expit, logit
+
+    run, _ = learned
+    rows = csv_dicts(dataset / "labels.csv")
+    patients, pending = {}, {}
+    for row in rows:  # pair each slide with the next one of the same split and label
+        key = (row["split"], row["label"])
+        if key in pending:
+            first = pending.pop(key)
+            patients[row["slide_id"]] = patients[first["slide_id"]]
+            row["time"], row["event"] = first["time"], first["event"]
+        else:
+            pending[key] = row
+            patients[row["slide_id"]] = f"P{len(set(patients.values()))}"
+    table = tmp_path / "patients.csv"
+    table.write_text(
+        "slide_id,patient_id,label,time,event,split\n"
+        + "".join(
+            f"{r['slide_id']},{patients[r['slide_id']]},{r['label']},{r['time']},{r['event']},{r['split']}\n"
+            for r in rows
+        )
+    )
+    store = str(dataset / "store.zarr")
+    options = {"crops": 2, "views": 1}
+    metrics = {
+        (r["subset"], r["task"], r["metric"]): r
+        for r in evaluate(str(run), store, str(table), per_patient=True, resamples=50, **options).to_pylist()
+    }
+    per_slide = {r["slide_id"]: r for r in predict(str(run), store, **options).to_pylist()}
+    test_patients = sorted({patients[r["slide_id"]] for r in rows if r["split"] == "test"})
+    scores = [
+        expit(np.mean([logit(per_slide[s]["label"]) for s in per_slide if patients.get(s) == p])) for p in test_patients
+    ]
+    truth = [int(next(r["label"] for r in rows if patients[r["slide_id"]] == p)) for p in test_patients]
+    assert metrics[("test", "label", "auc")]["slides"] == len(test_patients) < 16
+    assert metrics[("test", "label", "auc")]["value"] == pytest.approx(roc_auc_score(truth, scores))
+    by_patient = predict(str(run), store, slides=str(table), per_patient=True, **options).to_pylist()
+    assert sorted(r["patient_id"] for r in by_patient) == sorted(set(patients.values()))
+    for r in by_patient:
+        mine = [s for s, p in patients.items() if p == r["patient_id"]]
+        assert r["slides"] == len(mine)
+        assert r["label"] == pytest.approx(expit(np.mean([logit(per_slide[s]["label"]) for s in mine])), rel=1e-6)
+    # Two slides of one split but different labels made one patient: no per-patient label.
+    a, b = next((x, y) for x in rows for y in rows if x["split"] == y["split"] and x["label"] != y["label"])
+    mixed = tmp_path / "mixed.csv"
+    mixed.write_text(
+        table.read_text().replace(
+            f"{b['slide_id']},{patients[b['slide_id']]},", f"{b['slide_id']},{patients[a['slide_id']]},"
+        )
+    )
+    with pytest.raises(NicError, match="task label differs between slides .* a per-patient evaluation needs one"):
+        evaluate(str(run), store, str(mixed), per_patient=True, resamples=10, **options)

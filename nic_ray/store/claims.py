@@ -67,12 +67,20 @@ class Claims:
             return False  # its driver died on this host: no need to wait for staleness
         return time.time() - beat.get("time", 0) < STALE_SECONDS
 
-    def holder(self, slide_id: str) -> str | None:
-        """The run holding ``slide_id``, or None."""
-        try:
-            return json.loads(self._fs.cat_file(self._claim_path(slide_id)))["run_id"]
-        except (FileNotFoundError, ValueError, KeyError):
-            return None
+    def holder(self, slide_id: str, settle: float = 1.0) -> str | None:
+        """The run holding ``slide_id``, or None. A claim file that exists but does not read yet
+        is being written (locally, creating the file and writing it are two steps): it is read
+        again for up to ``settle`` seconds before it counts as no claim."""
+        deadline = time.monotonic() + settle
+        while True:
+            try:
+                return json.loads(self._fs.cat_file(self._claim_path(slide_id)))["run_id"]
+            except FileNotFoundError:
+                return None
+            except (ValueError, KeyError):
+                if time.monotonic() > deadline:
+                    return None
+                time.sleep(0.02)
 
     def claim(self, slide_id: str) -> str | None:
         """Claim ``slide_id``; None when this run holds it, else the live run that does."""

@@ -23,7 +23,7 @@ from nic_ray.tables import write_parquet
 from nic_ray.train.labels import load_labels
 from nic_ray.train.metrics import bootstrap_intervals, task_metrics
 from nic_ray.train.options import EvaluateOptions
-from nic_ray.train.prediction import check_store, load_model, model_outputs, model_tasks
+from nic_ray.train.prediction import check_store, load_model, model_outputs, model_tasks, patient_means
 
 
 def _subsets(run: dict, parts: list[str], labelled: list[str]) -> dict[str, dict[str, list[str]]]:
@@ -43,8 +43,9 @@ def _subsets(run: dict, parts: list[str], labelled: list[str]) -> dict[str, dict
 
 
 def evaluate(run: str, store: str, labels: str, out: str | None = None, **options) -> pa.Table:
-    """One row per (subset, task, metric): value, 95% bootstrap interval, slides. Written to
-    ``out`` (default ``<run>/evaluation.parquet``). ``options`` are `EvaluateOptions`."""
+    """One row per (subset, task, metric): value, 95% bootstrap interval, slides (or patients,
+    with ``per_patient``: outputs averaged over a patient's slides). Written to ``out`` (default
+    ``<run>/evaluation.parquet``). ``options`` are `EvaluateOptions`."""
     (opts,) = split_options(options, EvaluateOptions)
     files, target = RunFiles(run), Store.open(store)
     description, parts = files.read_json("run.json"), files.parts()
@@ -66,8 +67,13 @@ def evaluate(run: str, store: str, labels: str, out: str | None = None, **option
             for name in outputs:
                 outputs[name].append(np.mean([p[name] for p in predicted], axis=0))
         targets = table.targets(ids)
+        merged = {name: np.concatenate(parts) for name, parts in outputs.items()}
+        if opts.per_patient:
+            patients = table.patients_of(ids)
+            _, merged = patient_means(patients, merged)
+            _, targets = patient_means(patients, table.patient_targets(ids, targets))
         for task in tasks:
-            output = np.concatenate(outputs[task.name])
+            output = merged[task.name]
             values = task_metrics(task.type, targets[task.name], output)
             intervals = bootstrap_intervals(task.type, targets[task.name], output, opts.resamples, opts.seed)
             for metric, (low, high) in intervals.items():

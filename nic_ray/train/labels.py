@@ -76,6 +76,28 @@ class Labels:
             out[task.name] = values
         return out
 
+    def patients_of(self, ids: list[str]) -> list[str]:
+        """The patient of each of ``ids`` (a slide without one is its own)."""
+        if self.patients is None:
+            raise LabelError("--per-patient: the label table needs a patient_id column")
+        position = {s: i for i, s in enumerate(self.slide_ids)}
+        return [self.patients[position[s]] for s in ids]
+
+    def patient_targets(self, ids: list[str], targets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """``targets`` of ``ids``, refused where one patient's slides disagree (a patient-level
+        metric needs one label a patient)."""
+        patients = self.patients_of(ids)
+        for name, values in targets.items():
+            first: dict[str, tuple] = {}
+            for slide, patient, value in zip(ids, patients, values):
+                seen = first.setdefault(patient, (slide, value))
+                if not np.array_equal(seen[1], value, equal_nan=True):
+                    raise LabelError(
+                        f"patient {patient}: task {name} differs between slides {seen[0]} and {slide}; "
+                        "a per-patient evaluation needs one label a patient"
+                    )
+        return targets
+
     def scaling(self, ids: list[str]) -> dict[str, tuple[float, float]]:
         """(mean, std) of each regression target over ``ids``: heads learn standardised values."""
         out = {}

@@ -49,6 +49,7 @@ class TestTimeOptions:
 
     crops: int = option(10, "crops per slide at evenly spaced tissue positions")
     views: int = option(8, "dihedral views of each crop", choices=range(1, 9), metavar="1..8")
+    per_patient: bool = option(False, "one row per patient (patient_id column): outputs averaged over its slides")
 
 
 @dataclass

@@ -104,6 +104,19 @@ def prediction_columns(tasks: list[Task], outputs: dict[str, np.ndarray]) -> dic
     return columns
 
 
+def patient_means(patients: list[str], outputs: dict[str, np.ndarray]) -> tuple[list[str], dict[str, np.ndarray]]:
+    """(patients in first-seen order, each output averaged over the patient's rows).
+
+    >>> patient_means(["a", "b", "a"], {"y": np.array([[1.0], [5.0], [3.0]])})
+    (['a', 'b'], {'y': array([[2.],
+           [5.]])})
+    """
+    names, index = np.unique(patients, return_index=True)
+    order = names[np.argsort(index)]
+    rows = {p: [i for i, q in enumerate(patients) if q == p] for p in order}
+    return [str(p) for p in order], {k: np.stack([v[rows[p]].mean(axis=0) for p in order]) for k, v in outputs.items()}
+
+
 def model_tasks(config: dict) -> list[Task]:
     return [Task(t["name"], t["type"], tuple(t["columns"]), tuple(t["classes"])) for t in config["tasks"]]
 
@@ -152,8 +165,16 @@ def predict(run: str, store: str, slides: str | None = None, out: str | None = N
         slide_ids = wanted
     outputs = [model_outputs(net, config, target, slide_ids, seen.crops, seen.views) for net, config in models]
     mean = {name: np.mean([o[name] for o in outputs], axis=0) for name in outputs[0]}
+    keys = {"slide_id": slide_ids}
+    if seen.per_patient:
+        if slides is None or "patient_id" not in table.column_names:
+            raise RunError("--per-patient: give --slides a table with slide_id and patient_id columns")
+        patients = [str(p) for p in table.column("patient_id").to_pylist()]
+        keys["patient_id"], mean = patient_means(patients, mean)
+        keys["slides"] = [patients.count(p) for p in keys["patient_id"]]
+        del keys["slide_id"]
     columns = prediction_columns(model_tasks(models[0][1]), mean)
-    result = pa.table({"slide_id": slide_ids, **columns})
+    result = pa.table({**keys, **columns})
     if out is not None:
         write_parquet(result, out)
     return result
