@@ -165,6 +165,8 @@ def test_patch_sets_from_folders_and_location_tables(tmp_path):
     got = load_patch_set(tmp_path / "loc.csv", mpp=0.5)  # level 1: half of the 0.25 µm/px image
     np.testing.assert_array_equal(got.patches[1], openslide_rgb(slide, 1, 64, 64, 128, 128))
     assert got.labels.tolist() == [0, 1]
+    assert got.groups.tolist() == [str(slide)] * 2  # where each came from: probes split by slide
+    assert load_patch_set(tmp_path / "folder").groups is None
     (tmp_path / "one.csv").write_text(f"url,x,y,label\n{slide},0,0,a\n")
     with pytest.raises(PatchSetError, match="one.csv: a single class"):
         load_patch_set(tmp_path / "one.csv")

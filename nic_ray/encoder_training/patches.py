@@ -118,11 +118,13 @@ def make_pairs(batch: dict[str, np.ndarray], rng: np.random.Generator) -> dict[s
 
 @dataclass(frozen=True)
 class PatchSet:
-    """Labelled patches: (n, P, P, 3) uint8, labels (n,) indexing ``classes``."""
+    """Labelled patches: (n, P, P, 3) uint8, labels (n,) indexing ``classes``, and where known
+    the slide each came from (``groups``), which a held-out split must not share."""
 
     patches: np.ndarray
     labels: np.ndarray
     classes: list[str]
+    groups: np.ndarray | None = None
 
 
 def load_patch_set(source: str | os.PathLike, mpp: float = 0.5, patch_size: int = 128) -> PatchSet:
@@ -184,4 +186,5 @@ def _locations(path: str, mpp: float, P: int) -> PatchSet:
             grid = tile_grid(slide, mpp, P)
             for i in indices:
                 patches[i] = read_target_region(slide, grid, rows[i]["x"], rows[i]["y"], P, P)
-    return PatchSet(patches, np.array([classes.index(str(r["label"])) for r in rows]), classes)
+    labels = np.array([classes.index(str(r["label"])) for r in rows])
+    return PatchSet(patches, labels, classes, np.array([str(r["url"]) for r in rows]))

@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import train_test_split
+from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -42,6 +42,24 @@ def embed(encoder: torch.nn.Module, patches: np.ndarray, batch_size: int = 256) 
     )
 
 
+def held_out(patches: PatchSet, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) indices: stratified by class; where the set says which slide each patch
+    came from, whole slides on each side (StratifiedGroupKFold, its test fold about
+    ``test_fraction``), so that no slide feeds both.
+
+    >>> groups = np.repeat(np.arange(10), 4)
+    >>> train, test = held_out(PatchSet(np.zeros((40, 1, 1, 3)), np.arange(40) % 2, ["a", "b"], groups), 0.3, 0)
+    >>> set(groups[train]) & set(groups[test]), len(test) % 4  # whole slides of 4 patches
+    (set(), 0)
+    """
+    index = np.arange(len(patches.labels))
+    if patches.groups is None:
+        return tuple(train_test_split(index, test_size=test_fraction, random_state=seed, stratify=patches.labels))
+    folds = max(2, round(1 / test_fraction))
+    splitter = StratifiedGroupKFold(folds, shuffle=True, random_state=seed)
+    return next(splitter.split(index, patches.labels, patches.groups))
+
+
 def probe_encoder(encoder: str | torch.nn.Module, patches: PatchSet, **options) -> dict:
     """Held-out accuracy of a classifier (an MLP of 64 hidden units, or a logistic regression)
     on ``encoder``'s frozen, standardised codes of ``patches`` (a stratified share held out):
@@ -53,9 +71,7 @@ def probe_encoder(encoder: str | torch.nn.Module, patches: PatchSet, **options) 
     name = encoder if isinstance(encoder, str) else encoder.config.get("architecture", type(encoder).__name__)
     model = load_encoder(encoder) if isinstance(encoder, str) else encoder.eval()
     codes = embed(model, patches.patches)
-    train, test = train_test_split(
-        np.arange(len(patches.labels)), test_size=test_fraction, random_state=seed, stratify=patches.labels
-    )
+    train, test = held_out(patches, test_fraction, seed)
     head = (
         MLPClassifier((64,), alpha=1e-2, max_iter=1000, random_state=seed)
         if classifier == "mlp"
