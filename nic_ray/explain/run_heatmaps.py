@@ -44,13 +44,12 @@ from nic_ray.explain.exports import (
 from nic_ray.explain.options import HeatmapOptions
 from nic_ray.explain.regions import heatmap_region, jaccard, mask_on_grid
 from nic_ray.options import split_options
-from nic_ray.runtime.run_files import RunError, RunFiles
+from nic_ray.runtime.run_files import RunError
 from nic_ray.slides import level0_geometry, open_slide, tile_grid
 from nic_ray.store import Store
-from nic_ray.tables import read_table
 from nic_ray.train.labels import Task
 from nic_ray.train.nic_cnn import NICNet
-from nic_ray.train.prediction import check_store, load_model, model_outputs, model_tasks, prediction_columns
+from nic_ray.train.prediction import chosen_slides, model_outputs, model_tasks, prediction_columns, run_models
 
 MASK_SUFFIXES = (".png", ".tif", ".tiff", ".npy")
 
@@ -171,24 +170,11 @@ def heatmaps(
     folder: ``<slide_id>.png|.tif|.npy`` at slide or grid resolution) give each a Jaccard.
     ``options`` are `HeatmapOptions`. Returns the table written to ``<out>/heatmaps.parquet``."""
     (opts,) = split_options(options, HeatmapOptions)
-    files, source = RunFiles(run), Store.open(store)
-    models = {part: load_model(files, part) for part in files.parts()}
-    if not models:
-        raise RunError(f"{run}: no trained model yet; train it first")
-    for _, config in models.values():
-        check_store(files, config, source)
+    source = Store.open(store)
+    files, models = run_models(run, source)
     tasks = model_tasks(next(iter(models.values()))[1])
     targets = parse_target(target, tasks)
-    complete = source.complete_slides()
-    slide_ids = complete
-    if slides is not None:
-        table = read_table(slides, "slide table", RunError)
-        if "slide_id" not in table.column_names:
-            raise RunError(f"{slides}: needs a slide_id column")
-        slide_ids = [str(s) for s in table.column("slide_id").to_pylist()]
-        missing = [s for s in slide_ids if s not in complete]
-        if missing:
-            raise RunError(f"{slides}: not complete in {store}: {', '.join(missing[:5])}")
+    slide_ids, _ = chosen_slides(slides, source)
     if masks is not None and not os.path.isdir(masks):
         raise NicError(f"--masks {masks}: not a folder of <slide_id>.png|.tif|.npy masks")
     splits = files.read_json("run.json")["splits"]

@@ -17,13 +17,12 @@ import numpy as np
 import pyarrow as pa
 
 from nic_ray.options import split_options
-from nic_ray.runtime.run_files import RunError, RunFiles
 from nic_ray.store import Store
 from nic_ray.tables import write_parquet
 from nic_ray.train.labels import load_labels
 from nic_ray.train.metrics import bootstrap_intervals, task_metrics
 from nic_ray.train.options import EvaluateOptions
-from nic_ray.train.prediction import check_store, load_model, model_outputs, model_tasks, patient_means
+from nic_ray.train.prediction import model_outputs, model_tasks, patient_means, run_models
 
 
 def _subsets(run: dict, parts: list[str], labelled: list[str]) -> dict[str, dict[str, list[str]]]:
@@ -47,13 +46,9 @@ def evaluate(run: str, store: str, labels: str, out: str | None = None, **option
     with ``per_patient``: outputs averaged over a patient's slides). Written to ``out`` (default
     ``<run>/evaluation.parquet``). ``options`` are `EvaluateOptions`."""
     (opts,) = split_options(options, EvaluateOptions)
-    files, target = RunFiles(run), Store.open(store)
-    description, parts = files.read_json("run.json"), files.parts()
-    if not parts:
-        raise RunError(f"{run}: no trained model yet; train it first")
-    models = {part: load_model(files, part) for part in parts}
-    for _, config in models.values():
-        check_store(files, config, target)
+    target = Store.open(store)
+    files, models = run_models(run, target)
+    description, parts = files.read_json("run.json"), list(models)
     config = next(iter(models.values()))[1]
     tasks = model_tasks(config)
     table = load_labels(labels, tasks, target.complete_slides())

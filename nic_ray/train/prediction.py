@@ -137,37 +137,51 @@ def load_model(files: RunFiles, part: str) -> tuple[NICNet, dict]:
     return net.eval(), config
 
 
+def run_models(run: str, store: Store) -> tuple[RunFiles, dict[str, tuple[NICNet, dict]]]:
+    """The run's files and its finished models by part, each checked against ``store``."""
+    files = RunFiles(run)
+    models = {part: load_model(files, part) for part in files.parts()}
+    if not models:
+        raise RunError(f"{run}: no trained model yet; train it first")
+    for _, config in models.values():
+        check_store(files, config, store)
+    return files, models
+
+
+def chosen_slides(slides: str | None, store: Store) -> tuple[list[str], pa.Table | None]:
+    """The slide ids of the ``slides`` table (and the table), or every complete slide of
+    ``store``; slides not complete there are refused in one line."""
+    complete = store.complete_slides()
+    if slides is None:
+        return complete, None
+    table = read_table(slides, "slide table", RunError)
+    if "slide_id" not in table.column_names:
+        raise RunError(f"{slides}: needs a slide_id column")
+    wanted = [str(s) for s in table.column("slide_id").to_pylist()]
+    missing = sorted(set(wanted) - set(complete))
+    if missing:
+        raise RunError(
+            f"{slides}: not complete in {store.url}: {', '.join(missing[:5])}"
+            + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        )
+    return wanted, table
+
+
 def predict(run: str, store: str, slides: str | None = None, out: str | None = None, **options) -> pa.Table:
     """Predict every complete slide of ``store`` (or those of the ``slides`` table's ``slide_id``)
     with the run's model; a cross-validated run averages its fold models. Writes ``out`` if given.
     ``options`` are `TestTimeOptions`."""
     (seen,) = split_options(options, TestTimeOptions)
     reuse_freed_memory()
-    files, target = RunFiles(run), Store.open(store)
-    models = [load_model(files, part) for part in files.parts()]
-    if not models:
-        raise RunError(f"{run}: no trained model yet; train it first")
-    for _, config in models:
-        check_store(files, config, target)
-    complete = target.complete_slides()
-    slide_ids = complete
-    if slides is not None:
-        table = read_table(slides, "slide table", RunError)
-        if "slide_id" not in table.column_names:
-            raise RunError(f"{slides}: needs a slide_id column")
-        wanted = [str(s) for s in table.column("slide_id").to_pylist()]
-        missing = sorted(set(wanted) - set(complete))
-        if missing:
-            raise RunError(
-                f"{slides}: not complete in {store}: {', '.join(missing[:5])}"
-                + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
-            )
-        slide_ids = wanted
+    target = Store.open(store)
+    _, by_part = run_models(run, target)
+    models = list(by_part.values())
+    slide_ids, table = chosen_slides(slides, target)
     outputs = [model_outputs(net, config, target, slide_ids, seen.crops, seen.views) for net, config in models]
     mean = {name: np.mean([o[name] for o in outputs], axis=0) for name in outputs[0]}
     keys = {"slide_id": slide_ids}
     if seen.per_patient:
-        if slides is None or "patient_id" not in table.column_names:
+        if table is None or "patient_id" not in table.column_names:
             raise RunError("--per-patient: give --slides a table with slide_id and patient_id columns")
         patients = [str(p) for p in table.column("patient_id").to_pylist()]
         keys["patient_id"], mean = patient_means(patients, mean)
