@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
@@ -111,10 +112,17 @@ def patient_means(patients: list[str], outputs: dict[str, np.ndarray]) -> tuple[
     (['a', 'b'], {'y': array([[2.],
            [5.]])})
     """
-    names, index = np.unique(patients, return_index=True)
-    order = names[np.argsort(index)]
-    rows = {p: [i for i, q in enumerate(patients) if q == p] for p in order}
-    return [str(p) for p in order], {k: np.stack([v[rows[p]].mean(axis=0) for p in order]) for k, v in outputs.items()}
+    names, first, inverse = np.unique(patients, return_index=True, return_inverse=True)
+    order = np.argsort(first)  # first-seen order
+    rank = np.empty_like(order)
+    rank[order] = np.arange(len(order))
+    group, counts = rank[inverse], np.bincount(rank[inverse])
+    means = {}
+    for key, values in outputs.items():
+        sums = np.zeros((len(order), *values.shape[1:]))
+        np.add.at(sums, group, values)
+        means[key] = sums / counts.reshape(-1, *[1] * (values.ndim - 1))
+    return [str(p) for p in names[order]], means
 
 
 def model_tasks(config: dict) -> list[Task]:
@@ -185,7 +193,8 @@ def predict(run: str, store: str, slides: str | None = None, out: str | None = N
             raise RunError("--per-patient: give --slides a table with slide_id and patient_id columns")
         patients = [str(p) for p in table.column("patient_id").to_pylist()]
         keys["patient_id"], mean = patient_means(patients, mean)
-        keys["slides"] = [patients.count(p) for p in keys["patient_id"]]
+        counts = Counter(patients)
+        keys["slides"] = [counts[p] for p in keys["patient_id"]]
         del keys["slide_id"]
     columns = prediction_columns(model_tasks(models[0][1]), mean)
     result = pa.table({**keys, **columns})
