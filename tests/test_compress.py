@@ -105,6 +105,14 @@ def test_eight_orientations_and_cell_placement(archive, tmp_path):
     # Placement: mean-rgb of every full cell is that cell's colour.
     means = Store.open(tmp_path / "rgb.zarr").read_embeddings("colours", 0).astype(np.float32)
     np.testing.assert_allclose(means[:, :4, :3].transpose(1, 2, 0), cell_colours(5, 4)[:4, :3] / 255, atol=1e-3)
+    # Threshold 0: every cell of the grid is encoded, background too (a grid smaller than a chunk).
+    everything = str(tmp_path / "all.zarr")
+    assert compress([str(archive / "tissue-b.tiff")], everything, tissue_threshold=0.0, progress=False).ok
+    codes = Store.open(everything).read_embeddings("tissue-b", 0).astype(np.float32)
+    _, H, W = codes.shape
+    corners = np.array([(0, 0), (H - 1, W - 1), (H // 2, 0)])
+    ref = reference_codes(load_encoder("mean-rgb"), archive / "tissue-b.tiff", 0, corners)
+    np.testing.assert_allclose(codes[:, corners[:, 0], corners[:, 1]].T, ref, atol=2e-3)
 
 
 def test_store_opens_with_plain_zarr_and_xarray(archive, tmp_path):

@@ -110,8 +110,10 @@ def read_tiles(
 
     The block's rows are split over ``threads`` threads of ``pool`` (`read_cells`).
     """
-    P = settings.patch_size
-    cells = (np.argwhere(row["tissue"] >= settings.tissue_threshold) + [row["y0"], row["x0"]]).astype(np.int32)
+    P, y0, x0 = settings.patch_size, int(row["y0"]), int(row["x0"])
+    # The block's tissue is padded to a whole chunk past the grid's edge: only the grid's cells.
+    tissue = row["tissue"][: int(row["H"]) - y0, : int(row["W"]) - x0]
+    cells = (np.argwhere(tissue >= settings.tissue_threshold) + [y0, x0]).astype(np.int32)
     url, error = str(row["url"]), ""
     # One reopen: after a bad read an OpenSlide handle can stay broken.
     for _ in range(2):
