@@ -15,7 +15,7 @@ from nic_ray.dihedral import dihedral
 from nic_ray.runtime.checkpoint import load_checkpoint, save_checkpoint
 from nic_ray.store import Store
 from nic_ray.train import bootstrap_intervals, cox_loss, load_labels, parse_task, plan_splits, task_loss, task_metrics
-from nic_ray.train.crops import crop_pmf, read_crop
+from nic_ray.train.crops import crop_pmf, keep_on_grid, read_crop
 from nic_ray.train.dataset import CropDataset, CropLoader, Draws, balanced_weights
 from nic_ray.train.labels import LabelError
 from nic_ray.train.nic_cnn import NICNet
@@ -77,7 +77,7 @@ def test_loader_threads_read_true_crops_from_the_store(colour_store, grid_dihedr
     targets = {"y": np.array([1.0]), "os": np.array([[5.0, 1.0]])}  # survival: (time, event) per slide
     data = CropDataset(colour_store, ["c"], targets, crop_size=4, grid_dihedral=grid_dihedral)
     loader = CropLoader(data, Draws(np.array([1.0]), count=14, seed=0), batch_size=4, workers=2)
-    centres = np.argwhere(crop_pmf(Store.open(colour_store).read_tissue("c")) > 0)
+    centres = keep_on_grid(np.argwhere(crop_pmf(Store.open(colour_store).read_tissue("c")) > 0), grid.shape[-2:], 4)
     batches = list(loader)
     assert len(batches) == len(loader) == 3  # the last 2 draws make no full batch
     turned = set()
@@ -85,8 +85,8 @@ def test_loader_threads_read_true_crops_from_the_store(colour_store, grid_dihedr
         assert crops.shape == (4, 3, 4, 4) and crops.dtype == torch.float16
         assert targets["y"].tolist() == [[1.0]] * 4 and targets["os"].tolist() == [[5.0, 1.0]] * 4
         for crop in crops.numpy():
-            # Each crop is the grid around a centre the pmf allows (turned by some D4 element if
-            # asked), read independently here; the cell colours are distinct, so the turn shows.
+            # Each crop is the grid around a centre the pmf allows, kept on the grid (turned by
+            # some D4 element if asked), read independently here; the cell colours are distinct.
             matches = [
                 t
                 for c in centres

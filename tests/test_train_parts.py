@@ -7,7 +7,7 @@ import torch
 from nic_ray.compress import compress
 from nic_ray.datasets.synthetic import write_slide
 from nic_ray.store import Store
-from nic_ray.train import NICNet, crop_pmf, evenly_spaced_centres, read_crop, sample_centres
+from nic_ray.train import NICNet, crop_pmf, evenly_spaced_centres, keep_on_grid, read_crop, sample_centres
 from tests.conftest import cell_colours
 
 
@@ -35,6 +35,23 @@ def test_evenly_spaced_centres_in_raster_order():
     tissue[1:5, 2:4] = 200  # 8 tissue cells
     cells = np.argwhere(tissue >= 26)
     np.testing.assert_array_equal(evenly_spaced_centres(tissue, count=3), cells[[0, 4, 7]])
+
+
+@pytest.mark.parametrize("length,size", [(10, 4), (10, 10), (5, 8), (6, 9)])
+def test_crops_kept_on_the_grid_hold_all_they_can(length, size):
+    """Brute force along one axis: each moved crop holds as many grid cells as any crop can, and
+    it is the nearest such placement to where it was drawn."""
+    centres = np.arange(-3, length + 3)
+    moved = keep_on_grid(np.stack([centres, np.zeros_like(centres)], axis=1), (length, length), size)[:, 0]
+
+    def held(c):
+        start = c - size // 2
+        return min(start + size, length) - max(start, 0)
+
+    best = max(held(c) for c in range(-size, length + size))
+    for c, m in zip(centres, moved):
+        assert held(m) == best
+        assert abs(m - c) == min(abs(d - c) for d in range(-size, length + size) if held(d) == best)
 
 
 def test_read_crop_pads_off_the_grid():
@@ -98,7 +115,8 @@ def test_crops_turn_each_stored_orientation_by_its_own_element(tmp_path):
 
 def test_predictions_average_the_net_over_crops_at_tissue_and_their_views(tmp_path):
     """predict_outputs against the net run by hand: crops centred at evenly spaced tissue cells in
-    raster order, each in 8 dihedral views (numpy), zero-padded; outputs averaged."""
+    raster order, moved onto the grid (a crop of 16 on a 40 × 36 grid: centres in 8..32 × 8..28),
+    each in 8 dihedral views (numpy); outputs averaged."""
     from nic_ray.train.prediction import predict_outputs
 
     tissue = np.zeros((40, 36), np.uint8)
@@ -109,8 +127,9 @@ def test_predictions_average_the_net_over_crops_at_tissue_and_their_views(tmp_pa
     net = NICNet(3, {"y": 2, "z": 1}, width=8, strides=(2, 1)).eval()
     cells = np.argwhere(tissue >= 26)
     centres = cells[[0, len(cells) // 2, len(cells) - 1]]  # 3 evenly spaced in raster order
-    padded = np.pad(values[0], ((0, 0), (8, 8), (8, 8)))
-    views = [turned(padded[:, y - 8 + 8 : y + 8 + 8, x - 8 + 8 : x + 8 + 8], o) for y, x in centres for o in range(8)]
+    centres = np.clip(centres, 8, [32, 28])
+    assert centres.tolist() == [[8, 8], [17, 21], [29, 28]]  # the first and last moved
+    views = [turned(values[0][:, y - 8 : y + 8, x - 8 : x + 8], o) for y, x in centres for o in range(8)]
     with torch.no_grad():
         out = net(torch.from_numpy(np.stack(views).copy()))
     got = predict_outputs(net, Store.open(tmp_path / "p.zarr"), ["s"], 16, crops=3, views=8)

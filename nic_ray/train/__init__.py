@@ -6,7 +6,9 @@ from nic_ray.lazy import lazy_exports
 __getattr__, __dir__ = lazy_exports(
     __name__,
     {
-        **dict.fromkeys(["crop_pmf", "evenly_spaced_centres", "read_crop", "sample_centres"], "nic_ray.train.crops"),
+        **dict.fromkeys(
+            ["crop_pmf", "evenly_spaced_centres", "keep_on_grid", "read_crop", "sample_centres"], "nic_ray.train.crops"
+        ),
         **dict.fromkeys(["evaluate", "format_evaluation"], "nic_ray.train.evaluation"),
         **dict.fromkeys(["LabelError", "Labels", "Task", "load_labels", "parse_task"], "nic_ray.train.labels"),
         **dict.fromkeys(["cox_loss", "task_loss"], "nic_ray.train.losses"),

@@ -2,8 +2,10 @@
 
 Training crops are centred by a pmf over tissue cells proportional to the squared distance to
 the nearest background cell (NIC): crops land deep in tissue more often than on its edge.
-Test crops sit at T evenly spaced positions in the raster order of tissue cells. A crop that
-leaves the grid is padded with zeros, the value of background cells.
+Test crops sit at T evenly spaced positions in the raster order of tissue cells. Either kind is
+then moved to hold as much of the grid as it can (`keep_on_grid`): a crop no longer than the
+grid stays on it, a crop longer than the grid holds all of it. What a crop holds beyond the grid
+is padded with zeros, the value of background cells.
 """
 
 from __future__ import annotations
@@ -39,6 +41,17 @@ def evenly_spaced_centres(tissue: np.ndarray, count: int = 10, threshold: int = 
         return np.array([[tissue.shape[0] // 2, tissue.shape[1] // 2]] * count)
     picks = np.linspace(0, len(cells) - 1, count).round().astype(int)
     return cells[picks]
+
+
+def keep_on_grid(centres: np.ndarray, shape: tuple[int, int], size: int) -> np.ndarray:
+    """``centres`` (n, 2) moved, each axis on its own, so that a crop of ``size`` lies on the grid
+    of ``shape`` where the grid is at least that long, and holds the whole axis where it is shorter.
+
+    >>> keep_on_grid(np.array([[0, 5], [9, 5]]), (10, 4), 6).tolist()  # crops of 6 on a 10 × 4 grid
+    [[3, 3], [7, 3]]
+    """
+    half, slack = size // 2, np.asarray(shape) - size
+    return np.clip(np.asarray(centres) - half, np.minimum(slack, 0), np.maximum(slack, 0)) + half
 
 
 def read_crop(

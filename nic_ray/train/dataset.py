@@ -34,7 +34,7 @@ import torch
 from nic_ray.dihedral import ORIENTATIONS
 from nic_ray.store.grid_reader import GridReader
 from nic_ray.store.store import Store
-from nic_ray.train.crops import crop_pmf, read_crop, sample_centres
+from nic_ray.train.crops import crop_pmf, keep_on_grid, read_crop, sample_centres
 
 
 def balanced_weights(groups: np.ndarray) -> np.ndarray:
@@ -101,7 +101,7 @@ class CropDataset:
         for out, (index, seed) in zip(crops.numpy(), draws):
             rng = np.random.default_rng(seed)
             reader, pmf = self._slide(index)
-            centre = sample_centres(pmf, 1, rng)[0]
+            centre = keep_on_grid(sample_centres(pmf, 1, rng), pmf.shape, size)[0]
             orientation = int(rng.integers(self.orientations))
             turn = int(rng.integers(ORIENTATIONS)) if self.grid_dihedral else 0
             read_crop(reader, orientation, centre, size, turn=turn, out=out)

@@ -29,7 +29,7 @@ from nic_ray.options import split_options
 from nic_ray.runtime.run_files import RunError, RunFiles
 from nic_ray.store.store import Store
 from nic_ray.tables import read_table, write_parquet
-from nic_ray.train.crops import evenly_spaced_centres, read_crop
+from nic_ray.train.crops import evenly_spaced_centres, keep_on_grid, read_crop
 from nic_ray.train.labels import Task
 from nic_ray.train.nic_cnn import NICNet
 from nic_ray.train.options import TestTimeOptions
@@ -39,7 +39,7 @@ def _views(store: Store, slide_id: str, crop_size: int, crops: int, views: int) 
     """(views, C, R, R) float32 per centre."""
     array, tissue = store.grid(slide_id)
     orientations = array.shape[0]
-    for centre in evenly_spaced_centres(tissue, crops):
+    for centre in keep_on_grid(evenly_spaced_centres(tissue, crops), tissue.shape, crop_size):
         if orientations == ORIENTATIONS:
             yield np.stack([read_crop(array, o, centre, crop_size) for o in range(views)])
         else:
