@@ -104,6 +104,19 @@ def test_synthetic_set_roles_balanced_and_resumable(tmp_path, capsys):
         assert mask.shape == (360, 360) and mask.mean() == pytest.approx(float(row["lesion_share"]), abs=1e-4)
     with openslide.OpenSlide(encoders[0]["url"]) as osr:
         assert osr.dimensions == (360, 360) and float(osr.properties["openslide.mpp-x"]) == pytest.approx(0.5)
+    # The oracle's patch table: cells of the encoder images holding a digit's centre, its class.
+    from nic_ray.datasets.synthetic_task import PaperCase
+    from nic_ray.encoder_training.patches import load_patch_set
+
+    digits = list(csv.DictReader(open(out / "digits.csv")))
+    assert {d["url"] for d in digits} == {e["url"] for e in encoders}
+    index = int(encoders[0]["slide_id"].split("-")[1])
+    case = PaperCase(360, 9, long_side=(0.01, 0.5), seed=index, label=0)  # as the writer drew it (label aside)
+    cells = {(int(y) // 9 * 9, int(x) // 9 * 9): c for (y, x), c in zip(case.centres, case.classes)}
+    first = [d for d in digits if d["url"] == encoders[0]["url"]]
+    assert all(cells.get((int(d["y"]), int(d["x"]))) is not None for d in first)
+    patches = load_patch_set(out / "digits.csv", mpp=0.5, patch_size=9)
+    assert len(patches.labels) == len(digits) and (patches.patches.min(axis=(1, 2, 3)) < 200).mean() > 0.9
     written = {p: p.stat().st_mtime_ns for p in (out / "slides").iterdir()}
     assert main(argv) == 0  # again: nothing rewritten
     assert {p: p.stat().st_mtime_ns for p in (out / "slides").iterdir()} == written

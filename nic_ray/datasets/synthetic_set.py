@@ -6,11 +6,15 @@
 <out>/labels.csv               slide_id, label, split (train/val/test), distractor, long_side,
                                lesion_share: the CNN's images and the independent test
 <out>/encoders.csv             url, slide_id: the images for training encoders (a manifest)
+<out>/digits.csv               url, x, y, label: digit cells of the encoder images (a patch table)
 ```
 
 Roles as in the paper (encoders, CNN training and validation, independent test), each with its
-classes balanced. Slides are painted tile by tile; a slide already written is kept, so a run
-that stopped goes on where it was.
+classes balanced. ``digits.csv`` is what the paper's oracle encoder learns from: grid cells of
+``digit_px`` (at the slides' µm/px) that hold a digit's centre, labelled with its class, up to
+500 an image (`load_patch_set` reads it; ``train_encoder("multitask", tasks={"digit": ...})``).
+Slides are painted tile by tile; a slide already written is kept, so a run that stopped goes on
+where it was.
 
 Example::
 
@@ -33,6 +37,7 @@ from nic_ray.errors import NicError
 from nic_ray.options import split_options
 
 ROLES = ("encoder", "train", "val", "test")
+DIGITS_PER_IMAGE = 500
 
 
 def assign_roles(n: int, options: SyntheticOptions) -> list[str]:
@@ -71,7 +76,7 @@ def write_synthetic_set(out: str | os.PathLike, **options) -> dict[str, int]:
         (out / folder).mkdir(parents=True, exist_ok=True)
     roles = assign_roles(opts.images, opts)
     seen = dict.fromkeys(ROLES, 0)
-    rows, encoders = [], []
+    rows, encoders, digits = [], [], []
     for i, role in enumerate(roles):
         slide_id = f"syn-{i:05d}"
         label = seen[role] % 10  # classes balanced within each role
@@ -93,6 +98,7 @@ def write_synthetic_set(out: str | os.PathLike, **options) -> dict[str, int]:
             Image.fromarray(mask).save(out / "masks" / f"{slide_id}.png")
         if role == "encoder":
             encoders.append({"url": str(path.resolve()), "slide_id": slide_id})
+            digits += _digit_cells(case, str(path.resolve()), np.random.default_rng(i))
         else:
             rows.append(
                 {
@@ -104,9 +110,20 @@ def write_synthetic_set(out: str | os.PathLike, **options) -> dict[str, int]:
                     "lesion_share": round(float(mask.mean()), 5),
                 }
             )
-    for name, table in (("labels.csv", rows), ("encoders.csv", encoders)):
+    for name, table in (("labels.csv", rows), ("encoders.csv", encoders), ("digits.csv", digits)):
         with open(out / name, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=list(table[0]) if table else ["slide_id"])
+            writer = csv.DictWriter(f, fieldnames=list(table[0]) if table else ["url"])
             writer.writeheader()
             writer.writerows(table)
     return seen
+
+
+def _digit_cells(case: PaperCase, url: str, rng: np.random.Generator) -> list[dict]:
+    P = case.digit_px
+    cells = (case.centres // P).astype(int)
+    inside = np.flatnonzero(((cells + 1) * P <= case.width).all(axis=1))
+    picked = rng.choice(inside, min(DIGITS_PER_IMAGE, len(inside)), replace=False)
+    return [
+        {"url": url, "x": int(cells[i, 1] * P), "y": int(cells[i, 0] * P), "label": int(case.classes[i])}
+        for i in picked
+    ]

@@ -93,7 +93,9 @@ class PaperCase:
     ``size`` px a side; digits of ``digit_px`` px at ``density`` digits a pixel (the paper:
     25,920 in 3600², 9-px digits); rectangles' long side drawn uniformly in ``long_side`` × size
     (the paper: 1%–50%), their short side a third to a half of it (at least a digit; the paper
-    does not say). ``label`` fixes the tilted rectangle's class (else drawn).
+    does not say). ``label`` fixes the tilted rectangle's class and ``distractor`` the upright
+    one's (else drawn); ``same_size`` draws one size for both, so that with both classes fixed
+    every image holds the same classes in the same amounts and only the arrangement tells them apart.
 
     >>> case = PaperCase(size=720, seed=1)
     >>> case.label != case.distractor, case.tilted.angle in (45, 135), case.upright.angle in (0, 90)
@@ -110,6 +112,8 @@ class PaperCase:
         long_side: tuple[float, float] = (0.01, 0.5),
         seed: int = 0,
         label: int | None = None,
+        distractor: int | None = None,
+        same_size: bool = False,
     ):
         rng = np.random.default_rng(seed)
         self.width = self.height = size
@@ -117,7 +121,11 @@ class PaperCase:
         self.label, self.distractor = (int(c) for c in rng.choice(10, size=2, replace=False))
         if label is not None:  # a label asked for (balanced data sets); the distractor another class
             self.label, self.distractor = label, (label + 1 + int(rng.integers(9))) % 10
-        self.upright, self.tilted = self._place(rng, size, long_side, digit_px)
+        if distractor is not None:
+            if distractor == self.label:
+                raise ValueError(f"distractor {distractor}: must differ from the label")
+            self.distractor = distractor
+        self.upright, self.tilted = self._place(rng, size, long_side, digit_px, same_size)
         images, targets = _digits()
         n = rng.poisson(density * size * size)
         self.centres = rng.uniform(0, size, size=(n, 2))
@@ -130,13 +138,14 @@ class PaperCase:
 
     @staticmethod
     def _place(
-        rng: np.random.Generator, size: int, long_side: tuple[float, float], digit_px: int
+        rng: np.random.Generator, size: int, long_side: tuple[float, float], digit_px: int, same_size: bool
     ) -> tuple[Rectangle, Rectangle]:
         for _ in range(1000):
             rects = []
             for angle in (rng.choice([0, 90]), rng.choice([45, 135])):
-                long = rng.uniform(*long_side) * size
-                short = max(digit_px, long * rng.uniform(1 / 3, 1 / 2))
+                if not (same_size and rects):
+                    long = rng.uniform(*long_side) * size
+                    short = max(digit_px, long * rng.uniform(1 / 3, 1 / 2))
                 hy, hx = Rectangle(0, 0, long, short, angle).half_extent()
                 if hy * 2 > size or hx * 2 > size:
                     break
