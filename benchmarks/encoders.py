@@ -33,7 +33,7 @@ from nic_ray.datasets.samples import data_dir
 from nic_ray.datasets.synthetic import write_slide
 from nic_ray.datasets.synthetic_task import digit_mosaic, digit_patches
 from nic_ray.encoder_training.objectives import build_objective
-from nic_ray.encoder_training.patches import PatchSet, views
+from nic_ray.encoder_training.patches import PatchSet, make_pairs
 from nic_ray.encoder_training.probe import format_probes, probe_encoder
 from nic_ray.encoder_training.trainer import to_device, train_encoder
 from nic_ray.encoders import create_encoder, load_encoder
@@ -65,7 +65,10 @@ def step_rate(method: str, device: str = "cpu", batch_size: int = 32, steps: int
     batch = {"patch": patches}
     extra = {}
     if method == "contrastive":
-        batch = views(np.tile(patches, (1, 3, 3, 1)), np.random.default_rng(0))
+        batch = make_pairs(
+            {"patch": patches, "neighbour": patches[::-1].copy(), "slide": np.arange(batch_size) % 4},
+            np.random.default_rng(0),
+        )
     if method == "multitask":
         batch, extra = {"digit": {"patch": patches, "label": labels}}, {"tasks": {"digit": 10}}
     batch = to_device(batch, torch.device(device))

@@ -17,9 +17,9 @@ from nic_ray.encoder_training.patches import (
     PatchSampling,
     PatchSetError,
     load_patch_set,
+    make_pairs,
     plan_patches,
     read_patches,
-    views,
 )
 from nic_ray.encoders import create_encoder
 from nic_ray.encoders.nic import to_input
@@ -57,12 +57,14 @@ def test_vae_loss_falls(digits):
 
 
 def test_contrastive_loss_falls(digits):
-    context = np.tile(digits[0].numpy(), (1, 3, 3, 1))  # each patch amid copies of itself
-    batch = {k: torch.from_numpy(v) for k, v in views(context, np.random.default_rng(0)).items()}
-    losses = train_steps(build_objective("contrastive", small_encoder()), batch, 30)
-    early, late = early_late(losses)
+    patches = digits[0]
+    pairs = make_pairs(
+        {"patch": patches.numpy(), "neighbour": patches.numpy()[::-1].copy(), "slide": np.arange(32) % 4},
+        np.random.default_rng(0),
+    )
+    batch = {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in pairs.items()}
+    early, late = early_late(train_steps(build_objective("contrastive", small_encoder()), batch, 30))
     assert late < 0.5 * early
-    assert np.mean([x["accuracy"] for x in losses[-3:]]) > 0.5  # each view finds its partner among 64
 
 
 def test_bigan_trains_and_its_shapes_match(digits):
@@ -108,45 +110,40 @@ def test_a_non_nic_encoder_is_refused():
         build_objective("vae", create_encoder("mean-rgb"))
 
 
-def test_views_are_two_shifted_windows_of_each_cell():
-    n, P = 500, 9
-    context = np.random.default_rng(0).integers(0, 256, (n, 3 * P, 3 * P, 3), dtype=np.uint8)
-    pair = views(context, np.random.default_rng(1))
-    offsets = {}
-    for name in ("a", "b"):
-        found = []
-        for c, v in zip(context, pair[name]):
-            [(y, x)] = [
-                (y, x) for y in range(2 * P + 1) for x in range(2 * P + 1) if np.array_equal(c[y : y + P, x : x + P], v)
-            ]
-            found.append((y - P, x - P))
-        offsets[name] = np.array(found)
-    reach = P // 3
-    assert all(np.abs(o).max() == reach for o in offsets.values())  # up to a third of a patch, no more
-    assert (offsets["a"] != offsets["b"]).any(axis=1).mean() > 0.9  # each view its own shift
+def test_pairs_follow_the_75_25_rule():
+    n = 4000
+    patch = np.arange(n, dtype=np.uint8).reshape(n, 1, 1, 1) * np.ones((1, 2, 2, 3), np.uint8)
+    batch = {"patch": patch, "neighbour": 255 - patch, "slide": np.arange(n) % 7}
+    pairs = make_pairs(batch, np.random.default_rng(1))
+    kind, same = pairs["kind"], pairs["same"]
+    assert abs(same.mean() - 0.5) < 0.03
+    different = kind[~same]
+    assert abs((different == 1).mean() - 0.75) < 0.03 and abs((different == 2).mean() - 0.25) < 0.03
+    np.testing.assert_array_equal(pairs["b"][kind == 0], patch[kind == 0])
+    np.testing.assert_array_equal(pairs["b"][kind == 1], 255 - patch[kind == 1])
+    for i in np.flatnonzero(kind == 2)[:200]:  # another slide's patch
+        j = np.flatnonzero((patch == pairs["b"][i]).all(axis=(1, 2, 3)) & (batch["slide"] != batch["slide"][i]))
+        assert len(j)
+    one_slide = make_pairs({**batch, "slide": np.zeros(n, int)}, np.random.default_rng(1))
+    assert set(np.unique(one_slide["kind"])) == {0, 1}  # no other slide: neighbours stand in
 
 
-def test_planned_patches_are_tissue_and_read_with_their_surroundings(tmp_path):
+def test_planned_patches_are_tissue_with_adjacent_neighbours(tmp_path):
     case = nic_synthetic_case(size=(1024, 1024), n_digits=300, digit_px=32, seed=2)
     path = write_slide(tmp_path / "d.tiff", case.image, mpp=0.5, tile=256, downsamples=(1, 4))
     sampling = PatchSampling(patch_size=128, per_slide=12, tissue=0.05, seed=0)
     rows = plan_patches({"slide": 3, "url": str(path), "mpp": np.nan}, sampling)
     assert len(rows) == 12 and not any(r["error"] for r in rows)
+    assert all(abs(r["y"] - r["ny"]) + abs(r["x"] - r["nx"]) == 1 for r in rows)
     batch = {k: np.array([r[k] for r in rows]) for k in rows[0]}
     out = read_patches(batch, sampling)
-    around = read_patches(batch, sampling, context=True)
     for i, r in enumerate(rows):
         expected = openslide_rgb(path, 0, r["x"] * 128, r["y"] * 128, 128, 128)
         np.testing.assert_array_equal(out["patch"][i], expected)
-        np.testing.assert_array_equal(around["context"][i][128:256, 128:256], expected)
-        if 0 < r["y"] < 7 and 0 < r["x"] < 7:  # inside the 8 × 8 grid: the 3 × 3 cells around it
-            region = openslide_rgb(path, 0, (r["x"] - 1) * 128, (r["y"] - 1) * 128, 384, 384)
-            np.testing.assert_array_equal(around["context"][i], region)
-    assert (out["slide"] == 3).all() and (around["slide"] == 3).all()
-    # At the border, the edge cells stand in for what lies outside.
-    first = {**{k: v[:1] for k, v in batch.items()}, "y": np.array([0]), "x": np.array([0])}
-    corner = read_patches(first, sampling, context=True)["context"][0]
-    np.testing.assert_array_equal(corner[:128, :128], corner[128:256, 128:256])
+        np.testing.assert_array_equal(
+            out["neighbour"][i], openslide_rgb(path, 0, r["nx"] * 128, r["ny"] * 128, 128, 128)
+        )
+    assert (out["slide"] == 3).all()
     bad = tmp_path / "bad.tiff"
     bad.write_bytes(b"not a slide")
     [row] = plan_patches({"slide": 0, "url": str(bad), "mpp": np.nan}, sampling)

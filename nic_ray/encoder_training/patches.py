@@ -1,10 +1,10 @@
 """Patches to train and probe encoders with: sampled from slides, paired, or from labelled sets.
 
 From slides (unsupervised methods), with Ray Data: `plan_patches` picks up to ``per_slide`` tissue
-cells of a slide's grid at the training resolution; `read_patches` reads a batch of them (each
-stored tile decoded once per slide), with the cells around each where contrastive views are cut
-from them (`views`). Labelled patch sets (multitask training, probing) are an image folder (one
-sub-folder a class) or a table of patch locations in slides.
+cells of a slide's grid at the training resolution, each with an adjacent non-overlapping
+neighbour cell; `read_patches` reads a batch of them (each stored tile decoded once per slide).
+`make_pairs` turns a batch into contrastive pairs. Labelled patch sets (multitask training,
+probing) are an image folder (one sub-folder a class) or a table of patch locations in slides.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from nic_ray.errors import NicError
 from nic_ray.slides import OpenSlides, open_slide, read_cells, read_target_region, tile_grid, tissue_fraction
 from nic_ray.tables import read_table
 
+ADJACENT = 0.75  # share of "different" pairs that are neighbours; the rest come from other slides
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
-_AROUND = np.array([(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)])  # a cell and its 8 neighbours
-JITTER = 1 / 3  # contrastive views lie up to a third of a patch off the cell, each its own way
+_STEPS = np.array([(-1, 0), (1, 0), (0, -1), (0, 1)])
 
 
 class PatchSetError(NicError):
@@ -40,62 +40,80 @@ class PatchSampling:
 
 
 def plan_patches(row: dict, sampling: PatchSampling) -> list[dict]:
-    """Rows (slide, url, mpp, y, x) of the tissue cells picked in ``row``'s slide; one row with
-    ``error`` set if the slide cannot be read."""
+    """Rows (slide, url, mpp, y, x, ny, nx) of the tissue cells picked in ``row``'s slide, and
+    their neighbours; one row with ``error`` set if the slide cannot be read."""
     base = {"slide": int(row["slide"]), "url": str(row["url"]), "mpp": float(row["mpp"]), "error": ""}
     try:
         with open_slide(base["url"], mpp=None if np.isnan(base["mpp"]) else base["mpp"]) as slide:
             grid = tile_grid(slide, sampling.mpp, sampling.patch_size)
             tissue = tissue_fraction(slide, grid)
     except NicError as e:
-        return [{**base, "y": -1, "x": -1, "error": str(e)}]
+        return [{**base, "y": -1, "x": -1, "ny": -1, "nx": -1, "error": str(e)}]
     threshold = round(sampling.tissue * 255)
     cells = np.argwhere(tissue >= threshold)
     if len(cells) == 0:
-        return [{**base, "y": -1, "x": -1, "error": f"{base['url']}: no tissue at {sampling.tissue:.0%} of a cell"}]
+        return [
+            {
+                **base,
+                "y": -1,
+                "x": -1,
+                "ny": -1,
+                "nx": -1,
+                "error": f"{base['url']}: no tissue at {sampling.tissue:.0%} of a cell",
+            }
+        ]
     rng = np.random.default_rng([sampling.seed, base["slide"]])
     picked = cells[rng.choice(len(cells), min(sampling.per_slide, len(cells)), replace=False)]
-    return [{**base, "y": int(y), "x": int(x)} for y, x in picked]
+    rows = []
+    for y, x in picked:
+        around = [
+            (y + dy, x + dx) for dy, dx in _STEPS if 0 <= y + dy < tissue.shape[0] and 0 <= x + dx < tissue.shape[1]
+        ]
+        in_tissue = [c for c in around if tissue[c] >= threshold]
+        ny, nx = (in_tissue or around)[rng.integers(len(in_tissue or around))]
+        rows.append({**base, "y": int(y), "x": int(x), "ny": int(ny), "nx": int(nx)})
+    return rows
 
 
 _OPEN = OpenSlides(16)
 
 
-def read_patches(batch: dict[str, np.ndarray], sampling: PatchSampling, context: bool = False) -> dict[str, np.ndarray]:
-    """A batch of planned rows → ``patch`` (n, P, P, 3) uint8 and ``slide``; with ``context``,
-    ``context`` (n, 3P, 3P, 3) instead: the cell amid its 8 neighbours (edge cells repeated at
-    the slide's border)."""
+def read_patches(batch: dict[str, np.ndarray], sampling: PatchSampling) -> dict[str, np.ndarray]:
+    """A batch of planned rows → ``patch`` and ``neighbour`` (n, P, P, 3) uint8, and ``slide``."""
     n, P = len(batch["slide"]), sampling.patch_size
-    k = 3 if context else 1
-    out = np.empty((n, k, k, P, P, 3), np.uint8)
+    patch, neighbour = np.empty((n, P, P, 3), np.uint8), np.empty((n, P, P, 3), np.uint8)
     for url in np.unique(batch["url"]):
         rows = np.flatnonzero(batch["url"] == url)
         slide = _OPEN.get(str(url), float(batch["mpp"][rows[0]]))
         grid = tile_grid(slide, sampling.mpp, P)
         cells = np.stack([batch["y"][rows], batch["x"][rows]], axis=1)
-        if context:
-            cells = np.clip(cells[:, None] + _AROUND, 0, np.array(grid.shape) - 1).reshape(-1, 2)
-        out[rows] = read_cells(slide, grid, cells).reshape(len(rows), k, k, P, P, 3)
-    image = out.transpose(0, 1, 3, 2, 4, 5).reshape(n, k * P, k * P, 3)
-    return {"context" if context else "patch": image, "slide": np.asarray(batch["slide"])}
+        around = np.stack([batch["ny"][rows], batch["nx"][rows]], axis=1)
+        both = read_cells(slide, grid, np.concatenate([cells, around]))
+        patch[rows], neighbour[rows] = both[: len(rows)], both[len(rows) :]
+    return {"patch": patch, "neighbour": neighbour, "slide": np.asarray(batch["slide"])}
 
 
-def views(context: np.ndarray, rng: np.random.Generator, jitter: float = JITTER) -> dict[str, np.ndarray]:
-    """Two views ``a``, ``b`` (n, P, P, 3) of each cell of ``context`` (n, 3P, 3P, 3): windows
-    shifted from the cell by up to ``jitter`` of a patch, each by its own draw, so that the
-    two share what lies there but not its exact placement (contrastive training's positives).
+def make_pairs(batch: dict[str, np.ndarray], rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Contrastive pairs (a, b) from a batch of patches with their neighbours and slides.
 
-    >>> context = np.zeros((2, 27, 27, 3), np.uint8)
-    >>> {k: v.shape for k, v in views(context, np.random.default_rng(0)).items()}
-    {'a': (2, 9, 9, 3), 'b': (2, 9, 9, 3)}
+    Half are *same* (one location twice: the objective augments each view on its own); of the
+    *different*, 75% pair a patch with its neighbour and 25% with a patch of another slide in the
+    batch (its neighbour where the batch holds one slide only). ``kind``: 0 same, 1 adjacent,
+    2 other slide.
     """
-    n, P = len(context), context.shape[1] // 3
-    reach = int(P * jitter)
-    out = {}
-    for name in ("a", "b"):
-        dy, dx = rng.integers(-reach, reach + 1, size=(2, n)) + P
-        out[name] = np.stack([c[y : y + P, x : x + P] for c, y, x in zip(context, dy, dx)])
-    return out
+    patch, slide = batch["patch"], batch["slide"]
+    n = len(patch)
+    same = rng.random(n) < 0.5
+    kind = np.where(same, 0, np.where(rng.random(n) < ADJACENT, 1, 2))
+    b = patch.copy()
+    b[kind == 1] = batch["neighbour"][kind == 1]
+    for i in np.flatnonzero(kind == 2):
+        others = np.flatnonzero(slide != slide[i])
+        if len(others):
+            b[i] = patch[rng.choice(others)]
+        else:
+            kind[i], b[i] = 1, batch["neighbour"][i]
+    return {"a": patch, "b": b, "same": same, "kind": kind}
 
 
 @dataclass(frozen=True)

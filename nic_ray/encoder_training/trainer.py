@@ -37,7 +37,7 @@ import torch
 
 from nic_ray.encoder_training.objectives import build_objective, list_objectives
 from nic_ray.encoder_training.options import EncoderOptions
-from nic_ray.encoder_training.patches import PatchSampling, load_patch_set, plan_patches, read_patches, views
+from nic_ray.encoder_training.patches import PatchSampling, load_patch_set, make_pairs, plan_patches, read_patches
 from nic_ray.encoders import create_encoder, save_encoder
 from nic_ray.errors import NicError
 from nic_ray.options import split_options
@@ -123,9 +123,7 @@ def _datasets(
     for r in rows:
         r["order"], seen[r["slide"]] = seen[r["slide"]], seen[r["slide"]] + 1
     rows.sort(key=lambda r: (r["order"], r["slide"]))
-    patches = ray.data.from_items(rows).map_batches(
-        read_patches, fn_kwargs={"sampling": sampling, "context": method == "contrastive"}, batch_size=64
-    )
+    patches = ray.data.from_items(rows).map_batches(read_patches, fn_kwargs={"sampling": sampling}, batch_size=64)
     return {"patches": patches}, {"patches": len(rows), "slides": len(sources) - len(left_out)}, left_out
 
 
@@ -180,7 +178,7 @@ def _slide_batches(config: dict, per_worker: int, rng: np.random.Generator):
         local_shuffle_buffer_size=per_worker * 8,
         prefetch_batches=config["prefetch"],
     ):
-        yield views(batch["context"], rng) if config["method"] == "contrastive" else batch
+        yield make_pairs(batch, rng) if config["method"] == "contrastive" else batch
 
 
 def _task_batches(config: dict, per_worker: int, world: int, rng: np.random.Generator, tasks: dict):
