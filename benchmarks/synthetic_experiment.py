@@ -73,7 +73,7 @@ SCALES = {
 def train_encoders(data: Path, out: Path, scale: Scale, wanted: list[str]) -> dict[str, str]:
     """Encoder name → what `compress --encoder` takes."""
     common = {"patch_size": 9, "mpp": 0.5, "code_size": 16, "width": scale.encoder_width, "batch_size": 64}
-    encoders, seconds = {}, {}
+    encoders = {}
     for name in wanted:
         start = time.perf_counter()
         if name == "mean-rgb":
@@ -102,8 +102,7 @@ def train_encoders(data: Path, out: Path, scale: Scale, wanted: list[str]) -> di
             augment=0.0 if name == "oracle" else 0.5,
         )
         encoders[name] = result.encoder
-        seconds[name] = round(time.perf_counter() - start)
-        print(f"encoder {name}: {seconds[name]} s, last epoch {result.history[-1]}", flush=True)
+        print(f"encoder {name}: {time.perf_counter() - start:.0f} s, last epoch {result.history[-1]}", flush=True)
     return encoders
 
 

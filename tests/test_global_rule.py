@@ -49,11 +49,9 @@ def digit_cells(cases: list[PaperCase]) -> tuple[torch.Tensor, torch.Tensor]:
     """The grid cells that hold a digit's centre, and that digit's class."""
     patches, classes = [], []
     for c in cases:
-        image = c.image()
-        for (y, x), cls in zip(c.centres.astype(int) // P * P, c.classes):
-            if y + P <= c.height and x + P <= c.width:
-                patches.append(image[y : y + P, x : x + P])
-                classes.append(cls)
+        image, (corners, labels) = c.image(), c.digit_cells()
+        patches += [image[y : y + P, x : x + P] for y, x in corners]
+        classes += labels.tolist()
     return torch.from_numpy(np.stack(patches)), torch.tensor(classes)
 
 

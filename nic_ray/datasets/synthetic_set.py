@@ -119,11 +119,6 @@ def write_synthetic_set(out: str | os.PathLike, **options) -> dict[str, int]:
 
 
 def _digit_cells(case: PaperCase, url: str, rng: np.random.Generator) -> list[dict]:
-    P = case.digit_px
-    cells = (case.centres // P).astype(int)
-    inside = np.flatnonzero(((cells + 1) * P <= case.width).all(axis=1))
-    picked = rng.choice(inside, min(DIGITS_PER_IMAGE, len(inside)), replace=False)
-    return [
-        {"url": url, "x": int(cells[i, 1] * P), "y": int(cells[i, 0] * P), "label": int(case.classes[i])}
-        for i in picked
-    ]
+    corners, classes = case.digit_cells()
+    picked = rng.choice(len(classes), min(DIGITS_PER_IMAGE, len(classes)), replace=False)
+    return [{"url": url, "x": int(corners[i, 1]), "y": int(corners[i, 0]), "label": int(classes[i])} for i in picked]

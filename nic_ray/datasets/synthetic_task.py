@@ -173,6 +173,14 @@ class PaperCase:
     def image(self) -> np.ndarray:
         return self(0, 0, self.width, self.height, 1)
 
+    def digit_cells(self) -> tuple[np.ndarray, np.ndarray]:
+        """(n, 2) top-left (y, x) in px of the ``digit_px`` grid cells, wholly in the image, that
+        hold a digit's centre, and that digit's class: what an encoder of the task's cells sees."""
+        P = self.digit_px
+        corners = (self.centres // P).astype(int) * P
+        inside = (corners + P <= (self.height, self.width)).all(axis=1)
+        return corners[inside], self.classes[inside]
+
     def mask(self) -> np.ndarray:
         """bool (size, size): the tilted rectangle, the lesion to find."""
         yy, xx = np.mgrid[0 : self.height, 0 : self.width]
