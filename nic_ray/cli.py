@@ -20,6 +20,7 @@ from nic_ray.explain.options import HeatmapOptions
 from nic_ray.options import add_flags, options_of
 from nic_ray.runtime.resources import Resources
 from nic_ray.train.options import EvaluateOptions, TestTimeOptions, TrainOptions
+from nic_ray.tune.options import SweepOptions
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -164,6 +165,51 @@ def _train_parser(sub) -> None:
     train.add_argument("--out", required=True, help="the run directory, local or s3://")
     add_flags(train, TrainOptions, Resources)
     train.set_defaults(handler=_train)
+
+    tune = sub.add_parser(
+        "tune",
+        help="search the CNN's options (and stores) with Ray Tune: trials in parallel, ASHA, Optuna, resumable",
+        description="Each trial trains on the validation split of the first part (the split column's, or fold 0) "
+        "with the options below as its base and the space's on top. --space is a YAML file of option: constant or "
+        "{uniform|loguniform|randint|choice: [...]} (default: learning rate, weight decay, width, depth, dropout, "
+        "crop size, batch size, dihedral augmentation). Several --store: the store is searched too. Run again with "
+        "the same --out to resume; SWEEP/best is a run for evaluate, predict and heatmap.",
+    )
+    tune.add_argument("--store", required=True, action="append", help="a store; repeat to search among stores")
+    tune.add_argument("--labels", required=True, help="CSV or Parquet with slide_id and the task columns")
+    tune.add_argument("--task", required=True, action="append", metavar="NAME:TYPE:COLUMNS")
+    tune.add_argument("--out", required=True, help="the sweep directory, local or s3://")
+    tune.add_argument("--space", help="the search space, a YAML file (default: the built-in space)")
+    add_flags(tune, SweepOptions, TrainOptions, Resources)
+    tune.set_defaults(handler=_tune)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from nic_ray.tune import sweep
+
+    result = sweep(
+        args.store,
+        args.labels,
+        args.task,
+        args.out,
+        space=args.space,
+        **options_of(args, SweepOptions, TrainOptions, Resources),
+    )
+    metric = args.metric
+    top = (
+        result.trials.select([c for c in result.trials.column_names if c not in ("run", "stopped_by")])
+        .slice(0, 5)
+        .to_pandas()
+    )
+    print(top.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    counts = {s: result.trials.column("status").to_pylist().count(s) for s in ("finished", "stopped", "error")}
+    print(
+        f"{result.trials.num_rows} trials ({', '.join(f'{n} {s}' for s, n in counts.items() if n)}), tuned on the "
+        f"validation slides of {result.part}; best {metric} {result.best[metric]:.4g}: {args.out}/best "
+        f"(all trials: {args.out}/trials.parquet)"
+    )
+    print(f"every part with the best options: {result.command}")
+    return 0
 
 
 def _train_encoder(args: argparse.Namespace) -> int:

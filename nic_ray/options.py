@@ -92,3 +92,30 @@ def add_flags(parser: argparse.ArgumentParser, *dataclasses_: type) -> None:
             else:
                 kwargs.update(type=meta.get("type") or type(default), choices=meta.get("choices"))
             parser.add_argument(flag, help=help, **kwargs)
+
+
+def as_flags(values: dict[str, Any], dataclass_: type) -> list[str]:
+    """The command-line flags that give ``values`` of ``dataclass_``'s fields not at their default.
+
+    >>> @dataclasses.dataclass
+    ... class A:
+    ...     size: int = option(1, "")
+    ...     turn: bool = option(True, "")
+    ...     steps: tuple[int, ...] = option((), "")
+    >>> as_flags({"size": 2, "turn": False, "steps": (2, 1)}, A)
+    ['--size', '2', '--no-turn', '--steps', '2', '1']
+    """
+    flags = []
+    for f in fields(dataclass_):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        value = values.get(f.name, default)
+        if value == default or (isinstance(default, tuple) and tuple(value) == default):
+            continue
+        flag = "--" + (f.metadata.get("flag") or f.name.replace("_", "-"))
+        if isinstance(default, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(default, tuple):
+            flags += [flag, *map(str, value)]
+        else:
+            flags += [flag, str(value)]
+    return flags

@@ -83,7 +83,8 @@ def ray_session(s3_endpoint):
     import ray
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-    ray.init(address="local", num_cpus=4, include_dashboard=False, logging_level="WARNING")
+    # With its dashboard: Ray Train frees a stopped sweep trial's workers through the state API.
+    ray.init(address="local", num_cpus=4, include_dashboard=True, logging_level="WARNING")
     yield ray
     ray.shutdown()
 

@@ -1,9 +1,7 @@
 """Slide-level learning end to end on real stores: Ray Train, checkpoints, faults, predict, evaluate.
 
-The slides are NIC synthetic slides whose tilted rectangle is inked and tinted with a colour
-between haematoxylin purple (s = 0) and brown (s = 1): the binary label is s > 0.5, and survival
-times are exponential with log-hazard 5·s. Compressed with mean-RGB on 32-px patches, each slide
-is a 32×32 grid; a small NIC CNN (width 16, 4 layers) on 24-cell crops learns both.
+The slides are `write_stained_cohort`'s, compressed with mean-RGB on 32-px patches (32×32 grids); a
+small NIC CNN (width 16, 4 layers) on 24-cell crops learns both the label and survival.
 """
 
 from __future__ import annotations
@@ -27,8 +25,7 @@ import zarr
 from sklearn.metrics import roc_auc_score
 
 from nic_ray.compress import compress
-from nic_ray.datasets.synthetic import write_slide
-from nic_ray.datasets.synthetic_task import nic_synthetic_case
+from nic_ray.datasets.cohort import write_stained_cohort
 from nic_ray.errors import NicError
 from nic_ray.runtime.run_files import RunError, RunFiles
 from nic_ray.store import Store
@@ -36,7 +33,6 @@ from nic_ray.train import c_index, evaluate, predict, train
 from nic_ray.train.prediction import load_model, predict_outputs
 from tests.conftest import train_workers, wait_for_checkpoints
 
-PURPLE, BROWN = np.array([80, 40, 140]), np.array([150, 90, 30])
 SMALL_CNN = {
     "crop_size": 24,
     "strides": (2, 2, 1, 1),
@@ -48,28 +44,12 @@ SMALL_CNN = {
     "loader_workers": 1,
 }
 TASKS = ["label:binary:label", "os:survival:time,event"]
-SPLIT = ["train", "train", "train", "train", "val", "test", "test"]
 
 
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory, ray_session):
     """56 slides (32 train, 8 validation, 16 test) compressed into a store; the label table."""
-    root = tmp_path_factory.mktemp("learning")
-    (root / "slides").mkdir()
-    (root / "masks").mkdir()
-    rng = np.random.default_rng(0)
-    rows = ["slide_id,label,time,event,split"]
-    for i in range(56):
-        s = rng.uniform()
-        stain = tuple((PURPLE * (1 - s) + BROWN * s).round().astype(int))
-        case = nic_synthetic_case(
-            size=(1024, 1024), n_digits=120, rect_size=(384, 256), digit_px=32, seed=i, lesion_stain=stain
-        )
-        write_slide(root / "slides" / f"s{i:03d}.tiff", case.image, mpp=0.5, tile=256, downsamples=(1, 4))
-        np.save(root / "masks" / f"s{i:03d}.npy", case.mask)  # the lesion, at slide resolution
-        death, censor = rng.exponential(np.exp(-5 * s)), rng.exponential(0.5)
-        rows.append(f"s{i:03d},{int(s > 0.5)},{min(death, censor):.5f},{int(death <= censor)},{SPLIT[i % 7]}")
-    (root / "labels.csv").write_text("\n".join(rows) + "\n")
+    root = write_stained_cohort(tmp_path_factory.mktemp("learning"), 56)
     assert compress([str(root / "slides")], str(root / "store.zarr"), patch_size=32, progress=False).ok
     return root
 

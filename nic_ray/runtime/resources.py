@@ -21,4 +21,6 @@ class Resources:
         """Refuse at once what the cluster can never hold (one line), before any run is written."""
         from nic_ray.ray_cluster import require_resources
 
-        require_resources("training worker", {"CPU": self.cpus_per_worker, "GPU": self.gpus_per_worker})
+        require_resources(
+            "training worker", {"CPU": self.cpus_per_worker, "GPU": self.gpus_per_worker}, count=self.workers
+        )

@@ -2,7 +2,7 @@
 
 ```
 <run>/run.json                 what was asked (a resumed run must ask the same)
-<run>/<part>/                  Ray Train's checkpoints of one model
+<run>/<part>/checkpoint_*/     Ray Train's checkpoints of one model, named by time
 <run>/<part>/model/            a finished model: config.json + model.safetensors (never pickle)
 ```
 """
@@ -18,11 +18,13 @@ import pyarrow as pa
 import pyarrow.csv
 import pyarrow.fs
 import pyarrow.parquet
+import ray.train
+import safetensors
 import safetensors.torch
 import torch
 
 from nic_ray.errors import NicError
-from nic_ray.runtime.checkpoint import snapshot
+from nic_ray.runtime.checkpoint import load_checkpoint, snapshot
 
 MODEL_FORMAT = 1
 
@@ -85,6 +87,23 @@ class RunFiles:
         if config.get("format_version") != MODEL_FORMAT:
             raise RunError(f"{self.url}/{part}/model: format {config.get('format_version')!r}, expected {MODEL_FORMAT}")
         return config, safetensors.torch.load(self.read(f"{part}/model/model.safetensors"))
+
+    def latest_checkpoint(self, part: str) -> tuple[dict, dict[str, dict[str, torch.Tensor]]] | None:
+        """(state, weights by name) of the part's newest readable checkpoint, or None."""
+        if not self.exists(part):
+            return None
+        self.fs.invalidate_cache()
+        names = sorted(
+            p for p in self.fs.ls(self.path(part), detail=False) if p.rsplit("/", 1)[-1].startswith("checkpoint_")
+        )
+        _, filesystem = self.ray_storage()
+        for path in reversed(names):  # named by time; one written as its run was killed may be incomplete
+            try:
+                with ray.train.Checkpoint(path, filesystem=filesystem).as_directory() as directory:
+                    return load_checkpoint(directory)
+            except (OSError, ValueError, safetensors.SafetensorError):
+                continue
+        return None
 
     def parts(self) -> list[str]:
         """The finished parts of the run (one model each)."""

@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import ray.data
 import ray.train
 import ray.train.torch
 import torch
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchTrainer
 
 from nic_ray.cpu_memory import reuse_freed_memory, worker_runtime_env
@@ -34,13 +34,13 @@ from nic_ray.runtime.resources import Resources
 from nic_ray.runtime.run_files import RunError, RunFiles
 
 
-def open_run(url: str, asked: dict, what: str = "run") -> RunFiles:
-    """The run directory at ``url``, recording what was ``asked``; a run that asked otherwise is
-    refused, so that a resumed run never mixes two configurations."""
+def open_run(url: str, asked: dict, what: str = "run", record: str = "run.json") -> RunFiles:
+    """The run directory at ``url``, recording what was ``asked`` in ``record``; a run that asked
+    otherwise is refused, so that a resumed run never mixes two configurations."""
     files = RunFiles(url)
-    if not files.exists("run.json"):
-        files.write_json("run.json", asked)
-    elif _jsonable(files.read_json("run.json")) != _jsonable(asked):
+    if not files.exists(record):
+        files.write_json(record, asked)
+    elif _jsonable(files.read_json(record)) != _jsonable(asked):
         raise RunError(f"{url}: holds {what} with other data or options; use another --out")
     return files
 
@@ -56,9 +56,11 @@ def fit(
     config: dict,
     resources: Resources,
     datasets: dict[str, ray.data.Dataset] | None = None,
+    callbacks: Sequence[UserCallback] = (),
 ) -> ray.train.Result:
     """Run ``loop(config)`` on Ray Train workers as run ``name`` of ``files``, resuming from its
-    last checkpoint; returns Ray Train's result (its checkpoint is the last epoch's)."""
+    last checkpoint; returns Ray Train's result (its checkpoint is the last epoch's). ``callbacks``
+    see each report (a sweep's `TuneReportCallback`)."""
     storage_path, filesystem = files.ray_storage()
     use_gpu = resources.gpus_per_worker > 0
     trainer = TorchTrainer(
@@ -78,6 +80,7 @@ def fit(
             failure_config=FailureConfig(max_failures=resources.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             worker_runtime_env=worker_runtime_env(),
+            callbacks=list(callbacks),
         ),
     )
     return trainer.fit()

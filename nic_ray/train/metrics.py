@@ -12,6 +12,14 @@ from scipy.special import expit, softmax
 from scipy.stats import pearsonr, spearmanr
 from sklearn.metrics import roc_auc_score
 
+# The metrics `task_metrics` reports for each task type (as ``val_<task>_<metric>`` in training).
+METRIC_NAMES = {
+    "binary": ("auc", "accuracy"),
+    "multiclass": ("auc", "accuracy"),
+    "regression": ("spearman", "pearson"),
+    "survival": ("c_index",),
+}
+
 
 def c_index(time, risk, event) -> float:
     """Harrell's C-index of ``risk`` (higher = worse), computed by lifelines.

@@ -19,12 +19,14 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import ray.train
 import ray.train.torch
 import torch
+from ray.train import UserCallback
 
 from nic_ray.errors import NicError
 from nic_ray.options import split_options
@@ -52,8 +54,19 @@ class TrainResult:
     not_in_table: list[str] = field(default_factory=list)
 
 
-def train(store: str, labels: str, tasks: list[str | Task], out: str, **kwargs) -> TrainResult:
-    """Train on the complete slides of ``store`` labelled in ``labels``; see `TrainOptions`, `Resources`."""
+def train(
+    store: str,
+    labels: str,
+    tasks: list[str | Task],
+    out: str,
+    *,
+    parts: list[str] | None = None,
+    callbacks: Sequence[UserCallback] = (),
+    **kwargs,
+) -> TrainResult:
+    """Train on the complete slides of ``store`` labelled in ``labels``; see `TrainOptions`, `Resources`.
+    ``parts`` trains only those of the planned parts (a sweep tunes on one); ``callbacks`` go to
+    each part's Ray Train run (a sweep's reports to Tune)."""
     options, resources = split_options(kwargs, TrainOptions, Resources)
     options.strides = tuple(options.strides) or default_strides(options.crop_size)
     if smallest_crop(options.strides) > options.crop_size:
@@ -71,7 +84,10 @@ def train(store: str, labels: str, tasks: list[str | Task], out: str, **kwargs) 
     table = load_labels(labels, [parse_task(t) if isinstance(t, str) else t for t in tasks], source.complete_slides())
     if options.balance and options.balance not in [t.name for t in table.tasks]:
         raise NicError(f"--balance {options.balance}: no such task")
-    parts = plan_splits(table, options.folds, options.seed)
+    planned = plan_splits(table, options.folds, options.seed)
+    if unknown := set(parts or []) - set(planned):
+        raise NicError(f"no part {', '.join(sorted(unknown))} in this split (parts: {', '.join(planned)})")
+    splits = {part: split for part, split in planned.items() if parts is None or part in parts}
     files = open_run(
         out,
         {
@@ -79,62 +95,89 @@ def train(store: str, labels: str, tasks: list[str | Task], out: str, **kwargs) 
             "labels": str(labels),
             "tasks": [asdict(t) for t in table.tasks],
             "options": asdict(options),
-            "parts": list(parts),
-            "splits": parts,
+            "parts": list(splits),
+            "splits": splits,
         },
         "a run",
     )
     resources.require()
     result = TrainResult(str(out), not_in_store=table.not_in_store, not_in_table=table.not_in_table)
-    for part, split in parts.items():
+    for part, split in splits.items():
         if not files.exists(part, "model", "config.json"):
-            _fit(files, part, split, source, table, options, resources)
+            _fit(files, part, split, source, table, options, resources, callbacks)
         result.parts[part] = files.read_json(f"{part}/model/config.json")["best"]
     return result
 
 
 def _fit(
-    files: RunFiles, part: str, split: dict, store: Store, labels: Labels, options: TrainOptions, resources: Resources
+    files: RunFiles,
+    part: str,
+    split: dict,
+    store: Store,
+    labels: Labels,
+    options: TrainOptions,
+    resources: Resources,
+    callbacks: Sequence[UserCallback] = (),
 ) -> None:
-    scaling = labels.scaling(split["train"])
-    heads = {t.name: t.outputs for t in labels.tasks}
-    model = {
-        "in_channels": store.config.encoder["code_size"],
-        "heads": heads,
-        "width": options.width,
-        "strides": list(options.strides),
-        "dropout": options.dropout,
-    }
+    described = _described(store, labels, options, split)
     config = {
         "store": store.url,
         "part": part,
-        "model": model,
-        "tasks": [asdict(t) for t in labels.tasks],
+        "model": described["model"],
+        "tasks": described["tasks"],
         "train_ids": split["train"],
         "val_ids": split["val"],
         "options": asdict(options),
-        "train_targets": labels.targets(split["train"], scaling),
-        "val_targets": labels.targets(split["val"], scaling),
+        "train_targets": labels.targets(split["train"], described["scaling"]),
+        "val_targets": labels.targets(split["val"], described["scaling"]),
         "balance": balanced_task(options, labels.tasks),
         "loader_workers": resources.loader_workers,
     }
-    state, weights = last_checkpoint(fit(files, part, train_loop, config, resources))
-    history = state["history"]
-    best_metrics = next(h for h in history if h["epoch"] == state["best_epoch"])
-    files.write_csv(f"{part}/history.csv", history)
-    files.save_model(
-        part,
-        weights["best"],
-        {
-            "model": model,
-            "tasks": config["tasks"],
-            "scaling": scaling,
-            "crop_size": options.crop_size,
-            "store": asdict(store.config),
-            "trained_on": store.url,
-            "best": best_metrics,
+    state, weights = last_checkpoint(fit(files, part, train_loop, config, resources, callbacks=callbacks))
+    _save_best(files, part, state, weights, described)
+
+
+def _described(store: Store, labels: Labels, options: TrainOptions, split: dict) -> dict:
+    """What a part's finished model says of itself, but its best epoch."""
+    return {
+        "model": {
+            "in_channels": store.config.encoder["code_size"],
+            "heads": {t.name: t.outputs for t in labels.tasks},
+            "width": options.width,
+            "strides": list(options.strides),
+            "dropout": options.dropout,
         },
-    )
+        "tasks": [asdict(t) for t in labels.tasks],
+        "scaling": labels.scaling(split["train"]),
+        "crop_size": options.crop_size,
+        "store": asdict(store.config),
+        "trained_on": store.url,
+    }
+
+
+def _save_best(files: RunFiles, part: str, state: dict, weights: dict, described: dict) -> None:
+    history = state["history"]
+    files.write_csv(f"{part}/history.csv", history)
+    best = next(h for h in history if h["epoch"] == state["best_epoch"])
+    files.save_model(part, weights["best"], {**described, "best": best})
+
+
+def keep_stopped(run: str) -> list[str]:
+    """Write the model of each part of ``run`` that was stopped before it finished (a sweep's
+    early-stopped trial) from its last checkpoint: the best epoch it reached. Returns those parts."""
+    files = RunFiles(run)
+    asked = files.read_json("run.json")
+    store = Store.open(asked["store"])
+    options = TrainOptions(**{**asked["options"], "strides": tuple(asked["options"]["strides"])})
+    labels = load_labels(asked["labels"], [Task(**t) for t in asked["tasks"]], store.complete_slides())
+    kept = []
+    for part in asked["parts"]:
+        if files.exists(part, "model", "config.json") or not (checkpoint := files.latest_checkpoint(part)):
+            continue
+        state, weights = checkpoint
+        _save_best(files, part, state, weights, _described(store, labels, options, asked["splits"][part]))
+        kept.append(part)
+    return kept
 
 
 def _validate(net: NICNet, store: Store, config: dict, tasks: list[Task], device: torch.device) -> dict[str, float]:
