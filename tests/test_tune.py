@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -33,8 +32,8 @@ from nic_ray.train.metrics import METRIC_NAMES, task_metrics
 from nic_ray.tune import sweep
 
 TASK = "label:binary:label"
-BASE = {"crop_size": 24, "width": 16, "dropout": 0.0, "batch_size": 8, "steps_per_epoch": 8, "loader_workers": 1}
-BASE_FLAGS = ["--crop-size", "24", "--width", "16", "--dropout", "0", "--batch-size", "8", "--steps-per-epoch", "8"]
+BASE = {"crop_size": 24, "width": 16, "dropout": 0.0, "batch_size": 8, "steps_per_epoch": 5, "loader_workers": 1}
+BASE_FLAGS = ["--crop-size", "24", "--width", "16", "--dropout", "0", "--batch-size", "8", "--steps-per-epoch", "5"]
 
 
 @pytest.fixture(scope="module")
@@ -62,8 +61,8 @@ def test_a_killed_sweep_over_two_encoders_resumes_stops_poor_trials_and_keeps_th
     command = [sys.executable, "-m", "nic_ray.cli", "tune", "--store", stores[0], "--store", stores[1]]
     command += ["--labels", str(labels), "--task", TASK, "--out", str(out), "--space", searched]
     # ASHA keeps 1 in 4 at epoch 1: a trial worse than the first quarter of those before it stops.
-    command += ["--trials", "6", "--epochs", "4", "--grace-period", "1", "--reduction-factor", "4"]
-    command += ["--loader-workers", "1", *BASE_FLAGS]
+    command += ["--trials", "6", "--epochs", "3", "--grace-period", "1", "--reduction-factor", "4"]
+    command += ["--max-concurrent", "2", "--loader-workers", "1", *BASE_FLAGS]
     env = {**os.environ, "RAY_ADDRESS": ray_session.get_runtime_context().gcs_address, "RAY_AUTH_MODE": "disabled"}
     driver = subprocess.Popen(
         command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
@@ -85,9 +84,8 @@ def test_a_killed_sweep_over_two_encoders_resumes_stops_poor_trials_and_keeps_th
     assert {t["store"] for t in trials} == set(stores)
     assert {t["status"] for t in trials} <= {"finished", "stopped"}
     stopped = [t for t in trials if t["status"] == "stopped"]
-    # Stopped at a rung, maybe the last (epoch 4); its workers may train on until they hear of it.
-    assert all(re.fullmatch(r"ASHA at epoch [1-4]: .*", t["stopped_by"]) for t in stopped), trials
-    assert any(re.fullmatch(r"ASHA at epoch [123]: .*", t["stopped_by"]) for t in stopped), trials
+    # ASHA's one rung below 3 epochs is epoch 1; its workers may train on until they hear of it.
+    assert stopped and all(t["stopped_by"].startswith("ASHA at epoch 1: ") for t in stopped), trials
     # Each trial's metric is the best epoch of its own history; the best trial is the best of them.
     for t in trials:
         history = csv.DictReader(io.StringIO(RunFiles(t["run"]).read("single/history.csv").decode()))
@@ -111,7 +109,7 @@ def test_a_killed_sweep_over_two_encoders_resumes_stops_poor_trials_and_keeps_th
     # Another space on this sweep is refused.
     other = space(tmp_path / "other.yaml", "lr: {loguniform: [1.0e-3, 1.0e-1]}\n")
     with pytest.raises(NicError, match="holds a sweep with other data or options; use another --out"):
-        sweep(stores, labels, [TASK], out, space=other, trials=6, epochs=4, **BASE)
+        sweep(stores, labels, [TASK], out, space=other, trials=6, epochs=3, **BASE)
 
 
 def test_a_sweep_on_s3_writes_its_trials_and_best_run_there(cohort, s3_endpoint):
@@ -123,13 +121,13 @@ def test_a_sweep_on_s3_writes_its_trials_and_best_run_there(cohort, s3_endpoint)
         [TASK],
         out,
         space=searched,
-        trials=2,
+        trials=1,
         epochs=1,
         scheduler="none",
         search="random",
         **BASE,
     )
-    assert read_table(f"{out}/trials.parquet", "trials").num_rows == 2
+    assert read_table(f"{out}/trials.parquet", "trials").num_rows == 1
     assert result.best["run"].startswith(out) and RunFiles(f"{out}/best").parts() == ["single"]
     table = predict(f"{out}/best", str(cohort / "rgb.zarr"), crops=1, views=1)
     assert table.num_rows == 28
