@@ -47,17 +47,20 @@ class Dimension:
     values: tuple  # the constant, the two ends, or the choices
 
     def tune(self):
+        """Ray Tune's form of the dimension (a constant as it is)."""
         from ray import tune
 
-        low, high = (self.values + (None, None))[:2]
-        return {
-            "constant": lambda: _plain(self.values[0]),
-            "uniform": lambda: tune.uniform(low, high),
-            "loguniform": lambda: tune.loguniform(low, high),
-            "randint": lambda: tune.randint(low, high + 1),
-            # Optuna's choices are plain values: a list of strides is searched as its text.
-            "choice": lambda: tune.choice([_plain(v) for v in self.values]),
-        }[self.kind]()
+        match self.kind, self.values:
+            case "uniform", (low, high):
+                return tune.uniform(low, high)
+            case "loguniform", (low, high):
+                return tune.loguniform(low, high)
+            case "randint", (low, high):
+                return tune.randint(low, high + 1)  # both ends included
+            case "choice", values:  # Optuna's choices are plain values: strides are searched as text
+                return tune.choice([_plain(v) for v in values])
+            case _, (value,):
+                return _plain(value)
 
 
 @dataclass(frozen=True)
@@ -138,6 +141,8 @@ def load_space(path: str | Path | None, base: TrainOptions, workers: int = 1) ->
 def parse_space(text: dict, base: TrainOptions, source: str) -> Space:
     kinds = {f.name: f.type for f in fields(TrainOptions)}
     kinds["depth"] = "int"
+    if "depth" in text and "strides" in text:
+        raise SpaceError(f"{source}: give depth or strides, not both")
     dimensions = {}
     for name, value in text.items():
         if name in FIXED:
@@ -146,8 +151,6 @@ def parse_space(text: dict, base: TrainOptions, source: str) -> Space:
             raise SpaceError(
                 f"{source}: unknown option {name!r} (options: {', '.join(sorted(set(kinds) - set(FIXED)))})"
             )
-        if "depth" in text and "strides" in text:
-            raise SpaceError(f"{source}: give depth or strides, not both")
         dimensions[name] = _dimension(name, value, kinds[name], source)
     return Space(dimensions, source)
 
@@ -155,7 +158,7 @@ def parse_space(text: dict, base: TrainOptions, source: str) -> Space:
 def _dimension(name: str, value: Any, kind: str, source: str) -> Dimension:
     where = f"{source}: {name}"
     if not isinstance(value, dict):
-        dimension = Dimension(name, "constant", (value,))
+        dimension = Dimension(name, "constant", (tuple(value) if isinstance(value, list) else value,))
     elif len(value) != 1 or next(iter(value)) not in DISTRIBUTIONS:
         raise SpaceError(f"{where}: expected a constant or one of {', '.join(DISTRIBUTIONS)}, not {value}")
     else:
