@@ -10,7 +10,6 @@ a killed run leaves nothing that looks complete and a re-run redoes only what is
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 import uuid
@@ -27,7 +26,7 @@ from nic_ray.errors import NicError
 from nic_ray.options import split_options
 from nic_ray.ray_cluster import fitting_count, require_resources
 from nic_ray.slides import SlideSource, expand_sources
-from nic_ray.slides.cache import is_remote, source_identity
+from nic_ray.slides.cache import absolute, source_identity
 from nic_ray.store import Store, StoreConfig
 from nic_ray.store.claims import Claims
 from nic_ray.store.run_reports import write_report
@@ -78,7 +77,7 @@ def compress(sources: list[str], store: str, *, progress: bool = True, **options
 
     (opts,) = split_options(options, CompressOptions)
     slides = expand_sources(sources)
-    store = store if is_remote(str(store)) else os.path.abspath(store)
+    store = absolute(store)
     shape = {k: v for k, v in (("patch_size", opts.patch_size), ("mpp", opts.mpp)) if v is not None}
     enc = load_encoder(opts.encoder, **shape)
     for name, asked in shape.items():

@@ -29,6 +29,15 @@ def is_remote(source: str) -> bool:
     return "://" in source and not source.startswith("file://")
 
 
+def absolute(url: str | os.PathLike) -> str:
+    """``url`` as every Ray worker reads it: a remote URL as it is, a local path made absolute.
+
+    >>> absolute("s3://lab/a.zarr"), absolute("/data/a.zarr")
+    ('s3://lab/a.zarr', '/data/a.zarr')
+    """
+    return str(url) if is_remote(str(url)) else os.path.abspath(url)
+
+
 def source_identity(url: str) -> dict:
     """What tells one version of a slide file from another: size and mtime, or size and ETag."""
     if not is_remote(url):

@@ -17,7 +17,6 @@ Example::
 from __future__ import annotations
 
 import math
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,7 +33,7 @@ from nic_ray.runtime.checkpoint import snapshot
 from nic_ray.runtime.resources import Resources
 from nic_ray.runtime.run_files import RunFiles
 from nic_ray.runtime.trainer import fit, last_checkpoint, open_run, report_epoch, restore, worker_setup
-from nic_ray.slides.cache import is_remote
+from nic_ray.slides.cache import absolute
 from nic_ray.store import Store
 from nic_ray.train.dataset import CropDataset, CropLoader, Draws, balanced_weights
 from nic_ray.train.labels import Labels, Task, load_labels, parse_task
@@ -79,7 +78,7 @@ def train(
         raise NicError(f"--loader-workers {resources.loader_workers}: crops need at least one loader thread")
     if options.batch_size // resources.workers < 2:
         raise NicError(f"--batch-size {options.batch_size} gives fewer than 2 crops per worker; BatchNorm needs 2")
-    store = store if is_remote(str(store)) else os.path.abspath(store)  # workers run elsewhere
+    store = absolute(store)  # workers run elsewhere
     source = Store.open(store)
     table = load_labels(labels, [parse_task(t) if isinstance(t, str) else t for t in tasks], source.complete_slides())
     if options.balance and options.balance not in [t.name for t in table.tasks]:

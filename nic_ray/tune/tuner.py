@@ -20,6 +20,7 @@ Example::
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 import shlex
@@ -37,7 +38,7 @@ from nic_ray.ray_cluster import fitting_count
 from nic_ray.runtime.resources import Resources
 from nic_ray.runtime.run_files import RunFiles
 from nic_ray.runtime.trainer import open_run
-from nic_ray.slides.cache import is_remote
+from nic_ray.slides.cache import absolute
 from nic_ray.store import Store
 from nic_ray.tables import read_table, write_parquet
 from nic_ray.train.labels import load_labels, parse_task
@@ -65,8 +66,8 @@ def sweep(
     model of ``tasks`` on ``stores`` (several: the store is searched too). ``kwargs`` are
     `SweepOptions`, `TrainOptions` (the trials' base) and `Resources` (of each trial)."""
     options, base, resources = split_options(kwargs, SweepOptions, TrainOptions, Resources)
-    stores = [_absolute(s) for s in stores]
-    labels, out = _absolute(labels), _absolute(out)
+    stores = [absolute(s) for s in stores]
+    labels, out = absolute(labels), absolute(out)
     searched = load_space(space, base, resources.workers)
     parsed = [parse_task(t) for t in tasks]
     mode = options.mode or ("min" if options.metric.endswith("loss") else "max")
@@ -107,8 +108,16 @@ def sweep(
     trainable = ray.tune.with_resources(functools.partial(trial, **fixed, resources=asdict(resources)), {"memory": 1})
     tuner = _tuner(files, trainable, param_space, options, base.epochs, base.seed, mode, concurrent)
     results = tuner.fit()
+    # Trials are named by their ids; one without an error or a model was stopped by ASHA.
+    runs = [RunFiles(f"{files.url}/trials/{os.path.basename(r.path)}") for r in results]
+    stopped = [r.error is None and not run.exists(part, "model", "config.json") for r, run in zip(results, runs)]
+    for run in itertools.compress(runs, stopped):
+        keep_stopped(run.url)  # its best epoch so far, as a model evaluate and predict take
 
-    rows = [_row(r, files, part, options.metric, mode, base.epochs, searched.dimensions) for r in results]
+    rows = [
+        _row(r, run, was_stopped, part, options.metric, mode, base.epochs, searched.dimensions)
+        for r, run, was_stopped in zip(results, runs, stopped)
+    ]
     rows.sort(key=lambda r: _ordering(r[options.metric], mode))
     trials = pa.Table.from_pylist(rows)
     write_parquet(trials, f"{files.url}/trials.parquet")
@@ -169,10 +178,6 @@ def _tuner(
     )
 
 
-def _absolute(url: str) -> str:
-    return str(url) if is_remote(str(url)) else os.path.abspath(url)
-
-
 def _require_state_api() -> None:
     """Ray Train frees a stopped trial's workers once the state API says its controller died;
     without the API (Ray started without its dashboard) they would hold their CPUs for good."""
@@ -210,19 +215,18 @@ def _ordering(value: float, mode: str) -> float:
     return math.inf if math.isnan(value) else value if mode == "min" else -value
 
 
-def _row(result, files: RunFiles, part: str, metric: str, mode: str, epochs: int, dimensions: dict) -> dict:
+def _row(
+    result, run: RunFiles, stopped: bool, part: str, metric: str, mode: str, epochs: int, dimensions: dict
+) -> dict:
     """A trial's row: its metric and epochs are those of its own history (a stopped trial may have
     trained an epoch more than Tune heard of before it stopped it)."""
-    trial_id = os.path.basename(result.path)  # trial directories are named by their trial id
-    run = RunFiles(f"{files.url}/trials/{trial_id}")
     if result.error is not None:
         status, why = "error", str(result.error).strip().splitlines()[-1][:500]
-    elif run.exists(part, "model", "config.json"):
-        status, why = "finished", ""
-    else:
-        keep_stopped(run.url)  # its best epoch so far, as a model evaluate and predict take
+    elif stopped:
         # Its workers train on until they hear of it; on epochs of seconds, an epoch or two.
         status, why = "stopped", f"ASHA at epoch {result.metrics.get('epoch', 0)}: below the cut of its rung"
+    else:
+        status, why = "finished", ""
     history = read_table(f"{run.url}/{part}/history.csv", "trial history") if run.exists(part, "history.csv") else None
     values = [] if history is None else [v for v in history.column(metric).to_pylist() if v == v]
     ran = 0 if history is None else history.num_rows
@@ -231,7 +235,7 @@ def _row(result, files: RunFiles, part: str, metric: str, mode: str, epochs: int
             f"all {epochs} epochs" if ran == epochs else "early stopping (--patience epochs without a better val_loss)"
         )
     return {
-        "trial_id": trial_id,
+        "trial_id": os.path.basename(run.url),
         "store": result.config.get("store"),
         **{name: result.config.get(name) for name in dimensions},
         "status": status,
