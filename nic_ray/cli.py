@@ -17,7 +17,7 @@ from nic_ray.datasets.options import SyntheticOptions
 from nic_ray.encoder_training.options import EncoderOptions, ProbeOptions
 from nic_ray.errors import NicError
 from nic_ray.explain.options import HeatmapOptions
-from nic_ray.options import add_flags, options_of
+from nic_ray.options import add_flags, as_flags, options_of
 from nic_ray.runtime.resources import Resources
 from nic_ray.train.options import EvaluateOptions, TestTimeOptions, TrainOptions
 from nic_ray.tune.options import SweepOptions
@@ -26,16 +26,20 @@ from nic_ray.tune.options import SweepOptions
 def _demo(args: argparse.Namespace) -> int:
     from nic_ray.demo import run_demo
 
-    summary = run_demo(args.out, n_slides=args.slides)
-    print(summary["report"])
-    print(f"labels (class of the tilted rectangle): {summary['labels']}")
+    summary = run_demo(args.out, slides=args.slides, epochs=args.epochs)
+
+    def interval(name: str) -> str:
+        value, low, high = summary[name]
+        return f"{value:.3f} [95% CI {low:.3f}, {high:.3f}]"
+
+    print(f"compressed: {summary['compressed']} ({summary['store']})")
+    print(f"test AUC {interval('auc')}, accuracy {interval('accuracy')}, C-index {interval('c_index')}")
     print(
-        f"{summary['shown']}: level {summary['level']} at {summary['mpp']} µm/px, grid "
-        f"{summary['grid'][0]}×{summary['grid'][1]}, {summary['tissue_cells']} tissue cells (# below)"
+        f"Grad-CAM region vs lesion mask: mean Jaccard {summary['jaccard']:.3f} over {summary['jaccard_slides']} "
+        f"positive test slides; CMU-1-Small-Region predicted {summary['cmu_prediction']:.3f} ({summary['heatmaps']})"
     )
-    print(summary["tissue_map"])
-    print(f"store: {summary['store']} (nic-ray status {summary['store']})")
-    print(f"compressed grid (mean-rgb, one cell = 8 px): {summary['grid_png']}")
+    print(f"report: {summary['report']}")
+    print(f"store report: {summary['store_report']}")
     return 0
 
 
@@ -79,8 +83,18 @@ def _compress(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def _schedule(args: argparse.Namespace) -> int:
+    from nic_ray.schedule import submit_slot
+
+    if not args.address:
+        raise NicError("--address: the cluster's job server, e.g. http://ray-head:8265 (or set RAY_ADDRESS)")
+    options = as_flags(options_of(args, CompressOptions), CompressOptions)
+    return submit_slot(args.sources, args.store, options, args.address, args.slot, wait=not args.no_wait)
+
+
 def _status(args: argparse.Namespace) -> int:
     from nic_ray.store import Store
+    from nic_ray.store.run_reports import run_summaries
 
     store = Store.open(args.store)
     print(f"{args.store}: {store.config.describe()}")
@@ -91,6 +105,14 @@ def _status(args: argparse.Namespace) -> int:
         print(f"{slide_id:32} {info.get('status', '?'):10} {grid:>11} {info.get('n_tissue_tiles', 0):>12,}")
     complete = sum(info.get("status") == "complete" for info in slides.values())
     print(f"{complete} of {len(slides)} slides complete")
+    runs = run_summaries(store.url)
+    print(f"\n{'run':24} {'finished':19} {'complete':>8} {'skipped':>8} {'failed':>7} {'tiles':>10} {'tiles/s':>9}")
+    for r in runs:
+        rate = f"{r['tiles/s']:,.0f}" if r["tiles/s"] is not None else "-"
+        print(
+            f"{r['run']:24} {r['finished'] or '-':19} {r['complete']:>8} {r['skipped']:>8} {r['failed']:>7} "
+            f"{r['tiles']:>10,} {rate:>9}"
+        )
     return 0
 
 
@@ -108,6 +130,20 @@ def _train(args: argparse.Namespace) -> int:
         shown = ", ".join(f"{k} {v:.3f}" for k, v in best.items() if k.startswith("val_"))
         print(f"{part}: best epoch {best['epoch']}: {shown}")
     print(f"run: {args.out} (nic-ray evaluate --run {args.out} --store {args.store} --labels {args.labels})")
+    _print_report("run", args.out)
+    return 0
+
+
+def _print_report(kind: str, path: str) -> None:
+    from nic_ray.report import run_report, store_report, sweep_report
+
+    write = {"run": run_report, "sweep": sweep_report, "store": store_report}[kind]
+    print(f"report: {write(path)}")
+
+
+def _report(args: argparse.Namespace) -> int:
+    kind = next(k for k in ("run", "sweep", "store") if getattr(args, k))
+    _print_report(kind, getattr(args, kind))
     return 0
 
 
@@ -125,6 +161,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     table = evaluate(args.run, args.store, args.labels, out=args.out, **options_of(args, EvaluateOptions))
     print(format_evaluation(table))
     print(f"written: {args.out or args.run + '/evaluation.parquet'}")
+    if args.out is None:  # the run's report shows the run's own evaluation
+        _print_report("run", args.run)
     return 0
 
 
@@ -147,6 +185,7 @@ def _heatmap(args: argparse.Namespace) -> int:
     jaccards = [j for j in table.column("jaccard").to_pylist() if j is not None and j == j]
     shown = f"; mean Jaccard {sum(jaccards) / len(jaccards):.3f} over {len(jaccards)} masks" if jaccards else ""
     print(f"{done} of {table.num_rows} heatmaps written to {args.out}{shown} ({args.out}/heatmaps.parquet)")
+    _print_report("run", args.run)
     return 0 if done == table.num_rows else 1
 
 
@@ -209,6 +248,7 @@ def _tune(args: argparse.Namespace) -> int:
         f"(all trials: {args.out}/trials.parquet)"
     )
     print(f"every part with the best options: {result.command}")
+    _print_report("sweep", args.out)
     return 0
 
 
@@ -287,9 +327,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True)
 
-    demo = sub.add_parser("demo", help="write synthetic slides, compress them on an embedded Ray, show one grid")
+    demo = sub.add_parser(
+        "demo",
+        help="the whole job on an embedded Ray: synthetic cohort and the CMU slide compressed, a CNN trained and "
+        "evaluated, Grad-CAM, reports",
+        description="Run again with the same --out to reuse what is done.",
+    )
     demo.add_argument("--out", default="demo-out", help="output directory (default: demo-out)")
-    demo.add_argument("--slides", type=int, default=3, help="how many synthetic slides (default: 3)")
+    demo.add_argument("--slides", type=int, default=56, help="synthetic slides, 4:1:2 train, val, test (default: 56)")
+    demo.add_argument("--epochs", type=int, default=50, help="most epochs of training (default: 50; it stops early)")
     demo.set_defaults(handler=_demo)
 
     comp = sub.add_parser(
@@ -303,7 +349,26 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(comp, CompressOptions)
     comp.set_defaults(handler=_compress)
 
-    status = sub.add_parser("status", help="the slides of a store: status, grid size, tissue tiles")
+    sched = sub.add_parser(
+        "schedule",
+        help="submit this schedule slot's compression to a Ray cluster as a job, once a slot (for cron)",
+        description="The job's submission id names the store and the slot (--slot, a strftime format of the UTC "
+        "time: the hour by default): a second submission in a slot prints one line and exits 0. Otherwise it waits "
+        "for the job, prints its log and exits as the job did (0 every slide complete, 1 some failed, 2 bad input).",
+    )
+    sched.add_argument("sources", nargs="+", metavar="SOURCE")
+    sched.add_argument("--store", required=True, help="the store: a local path the cluster shares, or s3:// URL")
+    sched.add_argument(
+        "--address", default=os.environ.get("RAY_ADDRESS"), help="the job server (default: $RAY_ADDRESS)"
+    )
+    sched.add_argument("--slot", default="%Y%m%d%H", help="the slot, a strftime format (default: %%Y%%m%%d%%H)")
+    sched.add_argument("--no-wait", action="store_true", help="return once the job is submitted")
+    add_flags(sched, CompressOptions)
+    sched.set_defaults(handler=_schedule)
+
+    status = sub.add_parser(
+        "status", help="the slides of a store (status, grid size, tissue tiles) and its compression runs"
+    )
     status.add_argument("store")
     status.set_defaults(handler=_status)
 
@@ -342,6 +407,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(heat, HeatmapOptions)
     heat.set_defaults(handler=_heatmap)
 
+    report = sub.add_parser(
+        "report",
+        help="one self-contained HTML page of a run, a sweep or a store (opens in any browser, offline)",
+        description="A run: metrics with intervals, ROC, calibration, confusion, Kaplan-Meier curves, training "
+        "curves, the best and worst slides with Grad-CAM. A sweep: trials over epochs, options against the metric. "
+        "A store: compression runs, failures, slide thumbnails with their tissue grids. Written into the run, sweep "
+        "or store as report.html.",
+    )
+    which = report.add_mutually_exclusive_group(required=True)
+    which.add_argument("--run", help="a run directory (nic-ray train --out); evaluate it first for its metrics")
+    which.add_argument("--sweep", help="a sweep directory (nic-ray tune --out)")
+    which.add_argument("--store", help="a store")
+    report.set_defaults(handler=_report)
+
     synthetic = sub.add_parser(
         "synthetic",
         help="write the paper's synthetic task (digits, an upright and a tilted rectangle) as a data set of slides",
@@ -366,11 +445,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_storage(args: argparse.Namespace) -> None:
+    """Every remote URL the command was given, checked before it starts (`check_storage`)."""
+    from nic_ray.storage import check_storage
+
+    for name, flag in URL_ARGUMENTS.items():
+        value = getattr(args, name, None)
+        for url in value if isinstance(value, list) else [value]:
+            if isinstance(url, str):
+                check_storage(url, flag)
+
+
+# Arguments that may be s3:// URLs, and how the command line names them.
+URL_ARGUMENTS = {
+    "sources": "SOURCE",
+    "slide": "SLIDE",
+    "store": "--store",
+    "labels": "--labels",
+    "run": "--run",
+    "sweep": "--sweep",
+    "out": "--out",
+    "slides": "--slides",
+    "space": "--space",
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # Before Ray Data loads: its console log repeats what our progress lines say.
     os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(Path(__file__).with_name("ray_data_logging.yaml")))
     try:
+        _check_storage(args)
         return args.handler(args)
     except NicError as e:
         print(f"nic-ray: error: {e}", file=sys.stderr)

@@ -102,8 +102,9 @@ def as_flags(values: dict[str, Any], dataclass_: type) -> list[str]:
     ...     size: int = option(1, "")
     ...     turn: bool = option(True, "")
     ...     steps: tuple[int, ...] = option((), "")
-    >>> as_flags({"size": 2, "turn": False, "steps": (2, 1)}, A)
-    ['--size', '2', '--no-turn', '--steps', '2', '1']
+    ...     needs: dict = option({}, "")
+    >>> as_flags({"size": 2, "turn": False, "steps": (2, 1), "needs": {"ssd": 1}}, A)
+    ['--size', '2', '--no-turn', '--steps', '2', '1', '--needs', 'ssd=1']
     """
     flags = []
     for f in fields(dataclass_):
@@ -114,6 +115,8 @@ def as_flags(values: dict[str, Any], dataclass_: type) -> list[str]:
         flag = "--" + (f.metadata.get("flag") or f.name.replace("_", "-"))
         if isinstance(default, bool):
             flags.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(default, dict):
+            flags += [a for name, amount in value.items() for a in (flag, f"{name}={amount}")]
         elif isinstance(default, tuple):
             flags += [flag, *map(str, value)]
         else:

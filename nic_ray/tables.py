@@ -20,6 +20,13 @@ def read_table(url: str, what: str, error: type[NicError] = NicError) -> pa.Tabl
         raise error(f"{url}: cannot read the {what} ({str(e).splitlines()[0]})") from None
 
 
+def write_bytes(url: str, data: bytes) -> None:
+    """``data`` to a file at ``url``, its folder made where needed."""
+    fs, path = fsspec.core.url_to_fs(str(url))
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    fs.pipe_file(path, data)
+
+
 def write_parquet(table: pa.Table, url: str) -> None:
     """``table`` to a Parquet file at ``url``."""
     with fsspec.open(str(url), "wb") as f:

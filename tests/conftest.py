@@ -37,6 +37,24 @@ def cmu_slide():
     return cmu_small_region()
 
 
+# Credentials that no file or log nic-ray writes may hold (`assert_no_credentials`).
+S3_KEY, S3_SECRET = "AKIANICRAYTESTKEY", "nicray-test-secret-0d1e7a"
+
+
+def assert_no_credentials(urls: list[str]) -> None:
+    """No file under ``urls`` (local folders or s3:// prefixes) holds the test's S3 credentials."""
+    import fsspec
+
+    checked = 0
+    for url in urls:
+        fs, root = fsspec.core.url_to_fs(str(url))
+        for path in fs.find(root):
+            data = fs.cat_file(path)
+            assert S3_SECRET.encode() not in data and S3_KEY.encode() not in data, path
+            checked += 1
+    assert checked, urls
+
+
 @pytest.fixture(scope="session")
 def s3_endpoint():
     """A real S3 HTTP endpoint (moto's server) on loopback, with a bucket ``slides``."""
@@ -56,8 +74,8 @@ def s3_endpoint():
     }
     os.environ.update(
         FSSPEC_S3_ENDPOINT_URL=url,
-        AWS_ACCESS_KEY_ID="testing",
-        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_ACCESS_KEY_ID=S3_KEY,
+        AWS_SECRET_ACCESS_KEY=S3_SECRET,
         AWS_DEFAULT_REGION="us-east-1",
     )
     # fsspec reads FSSPEC_* variables at import; the variable is for processes started later.
@@ -108,3 +126,44 @@ def wait_for_checkpoints(run, count: int, part: str = "single", timeout: float =
         assert time.time() < deadline, "no checkpoints appeared"
         time.sleep(0.2)
     time.sleep(3)  # a crash right after a report can lose that checkpoint (docs/design.md, fault model)
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """Headless Chromium (Debian's package, which ./dev test installs), driven by Playwright."""
+    import shutil
+
+    from playwright.sync_api import sync_playwright
+
+    executable = shutil.which("chromium")
+    assert executable, "no chromium on PATH: apt-get install chromium (./dev test does it when it may)"
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=executable, args=["--no-sandbox"])
+        yield chromium
+        chromium.close()
+
+
+def open_page(browser, path, screenshot) -> object:
+    """``path`` opened in the browser, a full-page screenshot saved to ``screenshot``; fails on a
+    console error, a script error, a request that failed or an image that did not load."""
+    from pathlib import Path
+
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems = []
+    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
+    page.on("pageerror", lambda e: problems.append(f"script error: {e}"))
+    page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url[:100]}"))
+    page.goto(Path(path).resolve().as_uri())
+    page.wait_for_load_state("load")
+    broken = page.evaluate("() => [...document.images].filter(i => !i.complete || !i.naturalWidth).map(i => i.alt)")
+    page.screenshot(path=str(screenshot), full_page=True)
+    assert not problems and not broken, (problems, broken)
+    assert page.evaluate("() => document.images.length") > 0
+    return page
+
+
+def table_rows(page, table_id: str) -> list[list[str]]:
+    """The text of each cell of the page's table ``table_id``, a list a row (header first)."""
+    return page.eval_on_selector_all(
+        f"#{table_id} tr", "rows => rows.map(r => [...r.children].map(c => c.textContent.trim()))"
+    )

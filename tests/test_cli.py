@@ -1,10 +1,14 @@
 """The command line: the demo job, slide-info and probe-encoder, end to end."""
 
+import csv
 import json
 
 import numpy as np
+import pyarrow.parquet as pq
+import pytest
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 from sklearn.neural_network import MLPClassifier
 from sklearn.pipeline import make_pipeline
@@ -13,22 +17,41 @@ from sklearn.preprocessing import StandardScaler
 from nic_ray.cli import main
 from nic_ray.datasets.synthetic_task import digit_patches
 from nic_ray.store import Store
-from tests.conftest import openslide_rgb
+from nic_ray.train import predict
+from tests.conftest import open_page
 
 
-def test_demo_compresses_and_shows_a_grid(tmp_path, capsys, ray_session):
-    assert main(["demo", "--out", str(tmp_path), "--slides", "2"]) == 0
-    out = capsys.readouterr().out
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["grid"] == [16, 16] and summary["level"] == 1 and summary["tissue_cells"] > 20
-    assert "2 slides: 2 complete" in out
-    tissue_map = [line for line in out.splitlines() if line and set(line) <= {"#", "."}]
-    assert len(tissue_map) == 16 and sum(line.count("#") for line in tissue_map) == summary["tissue_cells"]
-    png = (tmp_path / "grid.png").read_bytes()
-    assert png[:8] == b"\x89PNG\r\n\x1a\n"
-    # The slides it wrote are real slides (OpenSlide reads them) and the store holds their grids.
-    assert openslide_rgb(tmp_path / "slides" / "synthetic-000.svs", 1, 0, 0, 8, 8).shape == (8, 8, 3)
-    assert Store.open(tmp_path / "store.zarr").complete_slides() == ["synthetic-000", "synthetic-001"]
+def test_the_demo_runs_the_whole_job_then_reuses_what_is_done(tmp_path, capsys, ray_session, browser):
+    """A reduced demo (28 slides, 8 epochs): its figures are those of the files it wrote, checked
+    with scikit-learn on predict's output; its reports open in Chromium; run again, nothing is
+    compressed or trained again."""
+    out = tmp_path / "demo"
+    assert main(["demo", "--out", str(out), "--slides", "28", "--epochs", "8"]) == 0
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["compressed"] == {"complete": 29}  # and the CMU slide
+    labels = {r["slide_id"]: r for r in csv.DictReader(open(out / "labels.csv"))}
+    test = sorted(s for s, r in labels.items() if r["split"] == "test")
+    predicted = {r["slide_id"]: r["label"] for r in predict(str(out / "run"), str(out / "store.zarr")).to_pylist()}
+    auc = roc_auc_score([int(labels[s]["label"]) for s in test], [predicted[s] for s in test])
+    assert summary["auc"][0] == pytest.approx(auc) and summary["auc"][1] <= auc <= summary["auc"][2]
+    assert f"test AUC {auc:.3f} [95% CI" in printed
+    drawn = pq.read_table(out / "heatmaps" / "heatmaps.parquet").to_pylist()
+    assert {r["slide_id"] for r in drawn} == {*test, "cmu_small_region"} and {r["status"] for r in drawn} == {
+        "complete"
+    }
+    positive = [r["jaccard"] for r in drawn if labels.get(r["slide_id"], {}).get("label") == "1"]
+    assert summary["jaccard"] == pytest.approx(np.mean(positive)) and summary["jaccard_slides"] == len(positive)
+    for name, report in (("run", summary["report"]), ("store", summary["store_report"])):
+        assert f"{report}" in printed
+        open_page(browser, report, tmp_path / f"demo-{name}-report.png")
+
+    model = out / "run" / "single" / "model" / "model.safetensors"
+    trained = model.stat().st_mtime_ns
+    assert main(["demo", "--out", str(out), "--slides", "28", "--epochs", "8"]) == 0
+    again = json.loads((out / "summary.json").read_text())
+    assert again["compressed"] == {"skipped": 29} and model.stat().st_mtime_ns == trained
+    assert again["auc"] == summary["auc"]
 
 
 def test_slide_info_on_the_cmu_slide(cmu_slide, capsys):

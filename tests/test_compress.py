@@ -1,6 +1,7 @@
 """Compression end to end on a local Ray: embeddings against the encoder run directly on
 OpenSlide's pixels, orientations, placement, plain-zarr readability, bad slides, re-runs."""
 
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from nic_ray.datasets.synthetic import TissuePainter, write_slide
 from nic_ray.encoders import load_encoder
 from nic_ray.errors import NicError
 from nic_ray.store import Store, StoreError
-from tests.conftest import cell_colours, openslide_rgb
+from tests.conftest import assert_no_credentials, cell_colours, open_page, openslide_rgb, table_rows
 
 pytestmark = pytest.mark.usefixtures("ray_session")
 
@@ -136,7 +137,7 @@ print("ok")
     assert out.stdout.strip() == "ok", out.stderr
 
 
-def test_bad_slides_fail_alone(archive, tmp_path, capsys):
+def test_bad_slides_fail_alone_and_the_store_report_says_why(archive, tmp_path, capsys, browser):
     data = (archive / "tissue-b.tiff").read_bytes()
     bad = tmp_path / "mixed"
     bad.mkdir()
@@ -163,6 +164,14 @@ def test_bad_slides_fail_alone(archive, tmp_path, capsys):
     assert "not a slide format" in reasons["notes"] and "cannot read level 0" in reasons["corrupt"]
     assert all(r.startswith(str(bad)) for r in reasons.values())  # each names its file
     assert "4 failed" in out and "failed: corrupt:" in out
+    # The store's report: its run, what failed and why, as report.parquet says; thumbnails shown.
+    assert main(["report", "--store", url]) == 0
+    assert f"report: {url}/report.html" in capsys.readouterr().out
+    page = open_page(browser, tmp_path / "mixed.zarr" / "report.html", tmp_path / "store-report.png")
+    _, run = table_rows(page, "runs")
+    assert run[0] == runs[0] and run[2:6] == ["6", "2", "0", "4"] and int(run[6]) == sum(r["tiles"] for r in report)
+    _, *failed = table_rows(page, "failed")
+    assert {row[0]: row[2] for row in failed} == reasons and {row[1] for row in failed} == {runs[0]}
     # The good slides are right despite their neighbours.
     encoder = load_encoder("mean-rgb")
     grid = store.read_embeddings("colours", 0).astype(np.float32)
@@ -218,6 +227,13 @@ def test_status_command(archive, tmp_path, capsys):
     assert main(["status", url]) == 0
     out = capsys.readouterr().out
     assert "colours" in out and "5×4" in out and "2 of 2 slides complete" in out
+    # Its runs: one line each, with what report.parquet and run.json of each run say.
+    (run,) = [p.parent.name for p in (tmp_path / "st.zarr" / "runs").glob("*/report.parquet")]
+    rows = pq.read_table(tmp_path / "st.zarr" / "runs" / run / "report.parquet").to_pylist()
+    times = json.loads((tmp_path / "st.zarr" / "runs" / run / "run.json").read_text())
+    (line,) = [line for line in out.splitlines() if line.startswith(run)]
+    tiles = sum(r["tiles"] for r in rows)
+    assert line.split()[3:8] == ["2", "0", "0", f"{tiles:,}", f"{tiles / times['seconds']:,.0f}"], line
 
 
 def test_compress_from_s3_into_s3(archive, tmp_path, s3_endpoint):
@@ -236,6 +252,10 @@ def test_compress_from_s3_into_s3(archive, tmp_path, s3_endpoint):
     summary = s3_endpoint.get_object(Bucket="slides", Key=f"stores/lab.zarr/runs/{result.run_id}/summary.txt")
     assert b"2 complete" in summary["Body"].read()
     assert compress(["s3://slides/lab/"], url, progress=False).counts() == {"skipped": 2}
+    # The store on S3 and its report hold no byte of the credentials the run had, nor do the logs
+    # of the session's Ray (where Ray keeps them by default).
+    assert main(["report", "--store", url]) == 0
+    assert_no_credentials([url, "/tmp/ray/session_latest/logs"])
 
 
 def test_encoders_the_cluster_cannot_hold_and_bad_options_are_refused(archive, tmp_path, capsys):

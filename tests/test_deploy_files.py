@@ -21,9 +21,8 @@ def test_cluster_files_parse_and_pin_our_ray():
 def scheduled_compress_args():
     cron = yaml.safe_load((ROOT / "cluster/compress-cronjob.yaml").read_text())
     command = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert (ROOT / command[0]).is_file()
-    archive, store, *options = command[1:]
-    return build_parser().parse_args(["compress", archive, "--store", store, *options])
+    assert command[:2] == ["nic-ray", "schedule"]
+    return build_parser().parse_args(command[1:])
 
 
 def test_scheduled_job_arguments_are_valid_compress_options():
@@ -45,3 +44,60 @@ def test_clusters_publish_their_largest_size_and_the_scheduled_job_fits_it():
     args = scheduled_compress_args()
     assert args.gpus_per_encoder <= int(pod["nvidia.com/gpu"]) and args.cpus_per_encoder < int(pod["cpu"])
     assert args.encoders <= gpu["maxReplicas"]
+
+
+def kubernetes_object(data: dict, model: str):
+    """``data`` read as the Kubernetes client's ``model``: required fields checked, and no field
+    the model does not know (a misspelt one would be dropped by the API server unseen)."""
+    import json
+
+    from kubernetes.client import ApiClient
+
+    class Response:
+        def __init__(self, value):
+            self.data = json.dumps(value)
+
+    api = ApiClient()
+    obj = api.deserialize(Response(data), model)
+    assert api.sanitize_for_serialization(obj) == data, model
+    return obj
+
+
+def nic_ray_command(argv: list[str]):
+    """A nic-ray command line of a manifest, parsed by the project's own parser."""
+    assert argv[0] == "nic-ray", argv
+    return build_parser().parse_args(argv[1:])
+
+
+def test_kubernetes_manifests_hold_valid_objects_and_commands_that_parse():
+    import shlex
+
+    manifests = {p.name: yaml.safe_load(p.read_text()) for p in (ROOT / "cluster").glob("*.yaml")}
+    kinds = {name: m.get("kind") for name, m in manifests.items() if "apiVersion" in m}
+    assert sorted(kinds.values()) == ["CronJob", "RayCluster", "RayCronJob", "RayJob"], kinds
+    by_kind = {kind: manifests[name] for name, kind in kinds.items()}
+
+    cron = kubernetes_object(by_kind["CronJob"], "V1CronJob")
+    (container,) = cron.spec.job_template.spec.template.spec.containers
+    assert nic_ray_command(container.command).command == "schedule"
+    cluster = by_kind["RayCluster"]
+    for group in [cluster["spec"]["headGroupSpec"], *cluster["spec"]["workerGroupSpecs"]]:
+        template = kubernetes_object(group["template"], "V1PodTemplateSpec")
+        assert {c.image for c in template.spec.containers} == {container.image}  # one image everywhere
+    selected = cluster["metadata"]["name"]
+    job = by_kind["RayJob"]["spec"]
+    assert job["clusterSelector"] == {"ray.io/cluster": selected}
+    assert nic_ray_command(shlex.split(job["entrypoint"])).command == "train"
+    scheduled = by_kind["RayCronJob"]["spec"]
+    assert scheduled["jobTemplate"]["clusterSelector"] == {"ray.io/cluster": selected}
+    compress = nic_ray_command(shlex.split(scheduled["jobTemplate"]["entrypoint"]))
+    # The RayCronJob and the CronJob fallback compress the same archive into the same store alike.
+    fallback = nic_ray_command(container.command)
+    assert (compress.sources, compress.store, compress.encoder, compress.encoders) == (
+        fallback.sources,
+        fallback.store,
+        fallback.encoder,
+        fallback.encoders,
+    )
+    dockerfile = (ROOT / "cluster/Dockerfile").read_text()
+    assert f"FROM rayproject/ray:{ray.__version__}-py311-gpu" in dockerfile

@@ -105,13 +105,16 @@ def hand_store(url: str, slides: dict[str, np.ndarray]) -> Store:
 
 def hand_run(url: str, store: Store, net: NICNet) -> None:
     files = RunFiles(url)
-    files.write_json("run.json", {"parts": ["single"], "splits": {"single": {"train": [], "val": [], "test": []}}})
     tasks = [
         {"name": "b", "type": "binary", "columns": ["b"], "classes": [0, 1]},
         {"name": "m", "type": "multiclass", "columns": ["m"], "classes": ["x", "y", "z"]},
         {"name": "r", "type": "regression", "columns": ["r"], "classes": []},
         {"name": "s", "type": "survival", "columns": ["t", "e"], "classes": []},
     ]
+    split = {"single": {"train": [], "val": [], "test": []}}
+    files.write_json(
+        "run.json", {"store": store.url, "labels": "", "tasks": tasks, "parts": ["single"], "splits": split}
+    )
     files.save_model(
         "single",
         net.state_dict(),
@@ -126,7 +129,7 @@ def hand_run(url: str, store: Store, net: NICNet) -> None:
     )
 
 
-def test_heatmaps_on_s3_written_where_viewers_read_them(s3_endpoint, tmp_path):
+def test_heatmaps_on_s3_written_where_viewers_read_them(s3_endpoint, tmp_path, capsys):
     rng = np.random.default_rng(3)
     values = rng.normal(size=(3, 20, 24)).astype(np.float32)
     values[:, 6:10, 12:18] += 3.0  # a patch the network will respond to
@@ -157,6 +160,10 @@ def test_heatmaps_on_s3_written_where_viewers_read_them(s3_endpoint, tmp_path):
         ]
     )
     assert code == 1  # b failed
+    # The run's report, refreshed in the run on S3 (an untrained run: training and evaluation to come).
+    assert "report: s3://slides/heat/run/report.html" in capsys.readouterr().out
+    page = fsspec.open("s3://slides/heat/run/report.html", "rt").open().read()
+    assert "Not evaluated yet" in page and "No epoch written yet" in page
     table = {(r["slide_id"], r["target"]): r for r in heatmaps_table(out)}
     assert set(table) == {(s, f"m-{c}") for s in "ab" for c in "xyz"}
     assert {table["b", t]["status"] for t in ("m-x", "m-y", "m-z")} == {"failed"}

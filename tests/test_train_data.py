@@ -136,6 +136,8 @@ def test_task_metrics_and_bootstrap():
     out = (y + rng.normal(0, 1, 200))[:, None]
     m = task_metrics("binary", y, out)
     assert m["auc"] == pytest.approx(roc_auc_score(y, out[:, 0])) and m["n"] == 200
+    tied = out.round(0)  # many equal scores: each tie counts a half
+    assert task_metrics("binary", y, tied)["auc"] == pytest.approx(roc_auc_score(y, tied[:, 0]))
     assert m["accuracy"] == pytest.approx(np.mean((out[:, 0] > 0) == y))
     low, high = bootstrap_intervals("binary", y, out, resamples=300)["auc"]
     assert low < m["auc"] < high and high - low < 0.2

@@ -11,6 +11,7 @@ import io
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -27,11 +28,12 @@ from sklearn.metrics import roc_auc_score
 from nic_ray.compress import compress
 from nic_ray.datasets.cohort import write_stained_cohort
 from nic_ray.errors import NicError
+from nic_ray.report import run_report
 from nic_ray.runtime.run_files import RunError, RunFiles
 from nic_ray.store import Store
 from nic_ray.train import c_index, evaluate, predict, train
 from nic_ray.train.prediction import load_model, predict_outputs
-from tests.conftest import train_workers, wait_for_checkpoints
+from tests.conftest import open_page, table_rows, train_workers, wait_for_checkpoints
 
 SMALL_CNN = {
     "crop_size": 24,
@@ -192,6 +194,11 @@ def test_restarted_job_resumes_from_its_last_checkpoint(dataset, tmp_path, ray_s
     rows = history(run)
     assert [r["epoch"] for r in rows] == list(range(1, 5))
     assert rows[0]["starts"] == 1 and rows[-1]["starts"] == 2
+    assert f"report: {run}/report.html" in finished.stdout
+    # The job's log: a progress line an epoch from the worker (no terminal here), from where it resumed.
+    shown = re.findall(r"\[nic-ray\] train single: +\d+% (\d)/4 ", finished.stdout + finished.stderr)
+    resumed_at = sum(r["starts"] == 1 for r in rows)
+    assert shown[0] == str(resumed_at) and shown[-1] == "4", finished.stdout + finished.stderr
     # Weights, optimiser moments and schedule came back: the resumed run is the run that was
     # never stopped (training here is deterministic: seeded draws, one loader thread, no dropout).
     straight = tmp_path / "straight"
@@ -200,9 +207,6 @@ def test_restarted_job_resumes_from_its_last_checkpoint(dataset, tmp_path, ray_s
     for resumed, unbroken in zip(rows, history(straight)):
         for key in ("train_loss", "val_loss", "lr"):
             assert resumed[key] == pytest.approx(unbroken[key], rel=1e-5), (resumed["epoch"], key)
-    # Run again: nothing to do, the same model.
-    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0 and "best epoch" in again.stdout
 
 
 def test_other_options_on_an_existing_run_are_refused(dataset, tmp_path):
@@ -231,7 +235,7 @@ def test_resources_that_cannot_train_are_refused(dataset, tmp_path, resources, m
     assert not (tmp_path / "run").exists()
 
 
-def test_cross_validation_pools_out_of_fold_predictions(dataset, tmp_path):
+def test_cross_validation_pools_out_of_fold_predictions(dataset, tmp_path, browser):
     """3 seeded folds (the table's split column is dropped), each slide tested by the model that
     never saw it; a multiclass and a regression task beside the binary one. predict averages the
     fold models' outputs, then turns them into probabilities and values in the target's units."""
@@ -267,6 +271,16 @@ def test_cross_validation_pools_out_of_fold_predictions(dataset, tmp_path):
     assert metrics[("all (out-of-fold)", "label", "auc")]["value"] == pytest.approx(
         roc_auc_score([int(labels[s]["label"]) for s in ids], scores)
     )
+
+    # Its report draws the pooled out-of-fold predictions of each task type, and each fold's training.
+    page = open_page(browser, run_report(str(run)), tmp_path / "cv-report.png")
+    headings = page.eval_on_selector_all("h2", "hs => hs.map(h => h.textContent)")
+    assert {f"{t} on all (out-of-fold)" for t in ("label (binary)", "grade (multiclass)", "score (regression)")} <= set(
+        headings
+    )
+    captions = page.eval_on_selector_all("figcaption", "cs => cs.map(c => c.textContent)")
+    assert captions.count("ROC with 95% bootstrap bands") == 2 and "predicted vs true" in captions
+    assert "fold-2: 2 epochs" in page.inner_text("body")
 
     predicted = predict(str(run), str(dataset / "store.zarr"), crops=2, views=1)
     assert predicted.column_names == ["slide_id", "label", "grade_a", "grade_b", "grade_c", "score"]
@@ -362,6 +376,53 @@ def test_learning_rate_schedule_early_stopping_and_the_best_epoch_kept(dataset, 
     assert loss == pytest.approx(min(losses), rel=1e-4)
     if best_epoch != stopped:
         assert loss != pytest.approx(losses[-1], rel=1e-4)  # not the last epoch's weights
+
+
+def test_the_run_report_shows_what_evaluation_measured_in_a_browser(dataset, learned, tmp_path, browser, capsys):
+    """``nic-ray evaluate`` writes the run's report: its metrics table is evaluation.parquet's, its
+    curves are drawn from the slides' outputs written beside it (checked here with scikit-learn and
+    lifelines), the best and worst slides are those with the smallest and largest error, and their
+    Grad-CAM overlays link to full-size files. Chromium shows it without an error."""
+    from lifelines.statistics import logrank_test
+    from scipy.special import expit
+
+    from nic_ray.cli import main
+
+    run = learned[0]
+    store, labels = str(dataset / "store.zarr"), str(dataset / "labels.csv")
+    assert main(["evaluate", "--run", str(run), "--store", store, "--labels", labels, "--resamples", "100"]) == 0
+    assert f"report: {run}/report.html" in capsys.readouterr().out
+    metrics = pq.read_table(run / "evaluation.parquet").to_pylist()
+    outputs = pq.read_table(run / "evaluation-outputs.parquet").to_pylist()
+    page = open_page(browser, run / "report.html", tmp_path / "run-report.png")
+
+    header, *cells = table_rows(page, "evaluation")
+    assert header == ["subset", "task", "metric", "value", "low", "high", "slides"] and len(cells) == len(metrics)
+    for shown, row in zip(cells, metrics):
+        assert shown[:3] == [row["subset"], row["task"], row["metric"]] and int(shown[6]) == row["slides"]
+        for text, key in zip(shown[3:6], ("value", "low", "high")):
+            assert float(text) == pytest.approx(row[key], rel=5e-3, abs=1e-3), (shown, row)
+
+    def test_outputs(task):
+        rows = [r for r in outputs if r["subset"] == "test" and r["task"] == task]
+        return [r["id"] for r in rows], np.array([r["target"] for r in rows]), np.array([r["output"] for r in rows])
+
+    value = {(r["subset"], r["task"], r["metric"]): r["value"] for r in metrics}
+    ids, target, output = test_outputs("label")
+    assert roc_auc_score(target[:, 0], output[:, 0]) == pytest.approx(value[("test", "label", "auc")])
+    _, survival, risk = test_outputs("os")
+    assert c_index(survival[:, 0], risk[:, 0], survival[:, 1]) == pytest.approx(value[("test", "os", "c_index")])
+    high = risk[:, 0] >= np.median(risk[:, 0])
+    p = logrank_test(survival[~high, 0], survival[high, 0], survival[~high, 1], survival[high, 1]).p_value
+    assert f"median split: log-rank p = {p:.3g}" in page.inner_text("body")
+
+    error = np.abs(target[:, 0] - expit(output[:, 0]))
+    order = [ids[i] for i in np.argsort(error)]
+    _, *slides = table_rows(page, "slides")
+    assert [s[0] for s in slides if s[1] == "best"] == order[:3]
+    assert [s[0] for s in slides if s[1] == "worst"] == order[::-1][:3]
+    links = page.eval_on_selector_all("a[href]", "links => links.map(a => a.getAttribute('href'))")
+    assert len(links) == 6 and all((run / link).is_file() for link in links), links
 
 
 def test_heatmaps_of_a_trained_run_find_the_lesion(dataset, learned, tmp_path):

@@ -25,11 +25,13 @@ from nic_ray.datasets.cohort import write_stained_cohort
 from nic_ray.encoders import create_encoder
 from nic_ray.encoders.checkpoint import save_encoder
 from nic_ray.errors import NicError
+from nic_ray.report import sweep_report
 from nic_ray.runtime.run_files import RunFiles
 from nic_ray.tables import read_table
 from nic_ray.train import evaluate, predict
 from nic_ray.train.metrics import METRIC_NAMES, task_metrics
 from nic_ray.tune import sweep
+from tests.conftest import assert_no_credentials, open_page, table_rows
 
 TASK = "label:binary:label"
 BASE = {"crop_size": 24, "width": 16, "dropout": 0.0, "batch_size": 8, "steps_per_epoch": 5, "loader_workers": 1}
@@ -54,7 +56,9 @@ def space(path, text: str) -> str:
     return str(path)
 
 
-def test_a_killed_sweep_over_two_encoders_resumes_stops_poor_trials_and_keeps_the_best(cohort, tmp_path, ray_session):
+def test_a_killed_sweep_over_two_encoders_resumes_stops_poor_trials_and_keeps_the_best(
+    cohort, tmp_path, ray_session, browser
+):
     out, labels = tmp_path / "sweep", cohort / "labels.csv"
     stores = [str(cohort / "rgb.zarr"), str(cohort / "nic8.zarr")]
     searched = space(tmp_path / "space.yaml", "lr: {loguniform: [1.0e-5, 1.0e-2]}\nwidth: {choice: [8, 16]}\n")
@@ -101,6 +105,14 @@ def test_a_killed_sweep_over_two_encoders_resumes_stops_poor_trials_and_keeps_th
     printed = rerun.stdout
     assert "tuned on the validation slides of single" in printed and best["trial_id"] in printed
     assert f"nic-ray train --store {best['store']}" in printed and f"--width {best['width']}" in printed
+    # The sweep's report: its trials table is trials.parquet; each searched option has its plot.
+    assert f"report: {out}/report.html" in printed
+    page = open_page(browser, out / "report.html", tmp_path / "sweep-report.png")
+    header, *shown = table_rows(page, "trials")
+    assert header == [c for c in trials[0] if c != "run"]
+    assert [(row[0], row[header.index("status")]) for row in shown] == [(t["trial_id"], t["status"]) for t in trials]
+    captions = page.eval_on_selector_all("figcaption", "cs => cs.map(c => c.textContent)")
+    assert {"store", "lr", "width", "val_loss per epoch"} <= set(captions), captions
     # best/ is a run like any other: evaluate and predict take it as it is.
     table = evaluate(str(out / "best"), best["store"], str(labels), crops=2, views=1, resamples=20)
     rows = {(r["subset"], r["metric"]): r for r in table.to_pylist()}
@@ -131,6 +143,10 @@ def test_a_sweep_on_s3_writes_its_trials_and_best_run_there(cohort, s3_endpoint)
     assert result.best["run"].startswith(out) and RunFiles(f"{out}/best").parts() == ["single"]
     table = predict(f"{out}/best", str(cohort / "rgb.zarr"), crops=1, views=1)
     assert table.num_rows == 28
+    # Its report too; nothing the sweep wrote holds the S3 credentials. (Ray Tune itself copies
+    # AWS_* variables into its trials' runtime_env, which Ray's logs show: docs/operations.md.)
+    sweep_report(out)
+    assert_no_credentials([out])
 
 
 def finished_models(sweep) -> list[str]:

@@ -24,6 +24,7 @@ from nic_ray.compress.stages import Settings, plan_slide
 from nic_ray.cpu_memory import worker_runtime_env
 from nic_ray.errors import NicError
 from nic_ray.options import split_options
+from nic_ray.progress import Progress
 from nic_ray.ray_cluster import fitting_count, require_resources
 from nic_ray.slides import SlideSource, expand_sources
 from nic_ray.slides.cache import absolute, source_identity
@@ -50,17 +51,6 @@ class CompressResult:
         for r in self.rows:
             out[r["status"]] += 1
         return dict(out)
-
-
-def _progress(done: int, total: int, failed: int, tiles: int, start: float) -> None:
-    elapsed = time.perf_counter() - start
-    eta = (total - done - failed) * elapsed / max(done + failed, 1)
-    print(
-        f"[nic-ray] slides {done}/{total} complete, {failed} failed · {tiles:,} tiles "
-        f"({tiles / max(elapsed, 1e-9):,.0f}/s) · {elapsed:,.0f} s elapsed, ETA {eta:,.0f} s",
-        file=sys.stderr,
-        flush=True,
-    )
 
 
 def compress(sources: list[str], store: str, *, progress: bool = True, **options) -> CompressResult:
@@ -215,14 +205,22 @@ def _run_dataset(
     tiles: dict[str, int] = defaultdict(int)
     seconds: dict[str, float] = defaultdict(float)
     failed: dict[str, str] = {}
-    rows, total_tiles, last = [], 0, 0.0
+    rows, total_tiles = [], 0
+    bar = Progress(total=len(by_id), desc="compress", unit="slide", disable=not progress)
+
+    def done(row: dict) -> None:
+        rows.append(row)
+        rate = total_tiles / max(time.perf_counter() - start, 1e-9)
+        bar.set_postfix_str(f"{total_tiles:,} tiles, {rate:,.0f} tiles/s, {len(failed)} failed", refresh=False)
+        bar.update(1)
+
     for row in ds.iter_rows():
         slide_id = str(row["slide_id"])
         if slide_id in failed:
             continue
         if row["error"]:
             failed[slide_id] = str(row["error"])
-            rows.append(_report_row(by_id[slide_id], "failed", reason=failed[slide_id]))
+            done(_report_row(by_id[slide_id], "failed", reason=failed[slide_id]))
             claims.release(slide_id)
             continue
         written[slide_id] += 1
@@ -238,14 +236,10 @@ def _run_dataset(
                 timings={"work_seconds": round(seconds[slide_id], 3)},
             )
             claims.release(slide_id)
-            rows.append(_report_row(by_id[slide_id], "complete", tiles[slide_id], seconds[slide_id]))
-        if progress and time.perf_counter() - last > 5:
-            last = time.perf_counter()
-            _progress(len(rows) - len(failed), len(by_id), len(failed), total_tiles, start)
-    if progress:
-        _progress(len(rows) - len(failed), len(by_id), len(failed), total_tiles, start)
-    done = {r["slide_id"] for r in rows}
-    for slide_id in by_id.keys() - done:  # cannot happen unless a stage lost a row
+            done(_report_row(by_id[slide_id], "complete", tiles[slide_id], seconds[slide_id]))
+    bar.close()
+    finished = {r["slide_id"] for r in rows}
+    for slide_id in by_id.keys() - finished:  # cannot happen unless a stage lost a row
         rows.append(_report_row(by_id[slide_id], "failed", reason="not every block was written"))
         claims.release(slide_id)
     return rows

@@ -25,8 +25,8 @@ def write_stained_cohort(root: Path, n: int) -> Path:
     tinted between haematoxylin purple (s = 0) and brown (s = 1), in ``root``/slides, their
     lesion masks in ``root``/masks, and ``root``/labels.csv: label s > 0.5, survival times
     exponential with log-hazard 5·s, split roles 4:1:2 (train, val, test). Returns ``root``."""
-    (root / "slides").mkdir()
-    (root / "masks").mkdir()
+    (root / "slides").mkdir(parents=True, exist_ok=True)
+    (root / "masks").mkdir(exist_ok=True)
     rng = np.random.default_rng(0)
     rows = ["slide_id,label,time,event,split"]
     for i in range(n):

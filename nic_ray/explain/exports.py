@@ -11,7 +11,6 @@ import io
 import json
 from dataclasses import dataclass
 
-import fsspec
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no screen
@@ -21,6 +20,8 @@ import numpy as np
 import shapely
 import zarr
 from PIL import Image
+
+from nic_ray.tables import write_bytes
 
 COLOURS = "magma"  # perceptually uniform, dark where the model did not look
 
@@ -98,12 +99,6 @@ def overlay_png(
     fig.savefig(buffer, format="png", bbox_inches="tight")
     plt.close(fig)
     return buffer.getvalue()
-
-
-def write_bytes(url: str, data: bytes) -> None:
-    fs, path = fsspec.core.url_to_fs(url)
-    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-    fs.pipe_file(path, data)
 
 
 def write_json(url: str, value: dict) -> None:

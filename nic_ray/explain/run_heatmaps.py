@@ -37,16 +37,17 @@ from nic_ray.explain.exports import (
     heatmap_png,
     overlay_png,
     region_geojson,
-    write_bytes,
     write_json,
     write_ome_zarr,
 )
 from nic_ray.explain.options import HeatmapOptions
 from nic_ray.explain.regions import heatmap_region, jaccard, mask_on_grid
 from nic_ray.options import split_options
+from nic_ray.progress import Progress
 from nic_ray.runtime.run_files import RunError
 from nic_ray.slides import level0_geometry, open_slide, tile_grid
 from nic_ray.store import Store
+from nic_ray.tables import write_bytes
 from nic_ray.train.labels import Task
 from nic_ray.train.nic_cnn import NICNet
 from nic_ray.train.prediction import chosen_slides, model_outputs, model_tasks, prediction_columns, run_models
@@ -179,7 +180,7 @@ def heatmaps(
         raise NicError(f"--masks {masks}: not a folder of <slide_id>.png|.tif|.npy masks")
     splits = files.read_json("run.json")["splits"]
     rows = []
-    for slide_id in slide_ids:
+    for slide_id in Progress(slide_ids, desc="heatmaps", unit="slide"):
         used = _models_for(slide_id, models, splits)
         for name, wanted in targets:
             task = next(t for t in tasks if t.name == wanted.task)

@@ -25,7 +25,7 @@ import ray.data
 import ray.train
 import ray.train.torch
 import torch
-from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig, UserCallback
+from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig, ScalingConfig, UserCallback
 from ray.train.torch import TorchTrainer
 
 from nic_ray.cpu_memory import reuse_freed_memory, worker_runtime_env
@@ -81,6 +81,9 @@ def fit(
             checkpoint_config=CheckpointConfig(num_to_keep=2),
             worker_runtime_env=worker_runtime_env(),
             callbacks=list(callbacks),
+            # Ray Train's own INFO lines (a checkpoint written, a result reported) twice an epoch
+            # drown the epoch's progress line in a job's log; its warnings and errors stay.
+            logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
     return trainer.fit()

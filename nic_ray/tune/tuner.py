@@ -34,6 +34,7 @@ from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from nic_ray.errors import NicError
 from nic_ray.options import as_flags, split_options
+from nic_ray.progress import Progress
 from nic_ray.ray_cluster import fitting_count
 from nic_ray.runtime.resources import Resources
 from nic_ray.runtime.run_files import RunFiles
@@ -174,8 +175,44 @@ def _tuner(
             max_concurrent_trials=None if options.search == "random" else concurrent,
             trial_dirname_creator=lambda trial: trial.trial_id,
         ),
-        run_config=ray.tune.RunConfig(name="tune", storage_path=storage_path, storage_filesystem=filesystem),
+        run_config=ray.tune.RunConfig(
+            name="tune",
+            storage_path=storage_path,
+            storage_filesystem=filesystem,
+            callbacks=[TrialProgress(options.trials, options.metric, mode)],
+        ),
     )
+
+
+class TrialProgress(ray.tune.Callback):
+    """The sweep's trials as one `Progress` bar on the driver: ended trials of all runs of it, the
+    best metric so far. Tune pickles its callbacks with the experiment: the bar is not kept."""
+
+    def __init__(self, total: int, metric: str, mode: str):
+        self.total, self.metric, self.mode, self.bar = total, metric, mode, None
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "bar": None}
+
+    def _show(self, trials: list) -> None:
+        self.bar = self.bar or Progress(total=self.total, desc="sweep", unit="trial")
+        ended = [t for t in trials if t.status in ("TERMINATED", "ERROR")]
+        scores = [t.last_result.get(self.metric, math.nan) for t in ended]
+        scores = [v for v in scores if v == v]
+        if scores:
+            best = min(scores) if self.mode == "min" else max(scores)
+            self.bar.set_postfix_str(f"best {self.metric} {best:.4g}", refresh=False)
+        self.bar.update(len(ended) - self.bar.n)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial, **info) -> None:
+        self._show(trials)
+
+    def on_trial_error(self, iteration: int, trials: list, trial, **info) -> None:
+        self._show(trials)
+
+    def on_experiment_end(self, trials: list, **info) -> None:
+        if self.bar is not None:
+            self.bar.close()
 
 
 def _require_state_api() -> None:

@@ -1,0 +1,41 @@
+"""Remote storage checked at the boundary: a URL whose endpoint cannot be reached, whose bucket
+does not exist or whose credentials are refused is refused in one line before any work starts,
+so that nothing is left half-written. Errors during a run are retried by s3fs (5 attempts) and
+botocore, as their settings say (``~/.aws/config``, ``AWS_MAX_ATTEMPTS``, ``AWS_RETRY_MODE``).
+"""
+
+from __future__ import annotations
+
+import botocore.exceptions
+import fsspec
+
+from nic_ray.errors import NicError
+
+
+def check_storage(url: str, what: str) -> None:
+    """Raise `NicError` naming ``what`` and ``url`` where the storage of a remote ``url`` fails.
+
+    A bucket the credentials may not list is accepted where ``url`` itself may be read.
+
+    >>> check_storage("slides/case-001.svs", "--slides")  # local paths: their own errors later
+    """
+    if "://" not in url or url.startswith("file://"):
+        return
+    fs, path = fsspec.core.url_to_fs(url)
+    bucket = path.split("/", 1)[0]
+    try:
+        try:
+            fs.info(bucket)
+        except PermissionError:
+            if not fs.exists(path):
+                raise
+    except FileNotFoundError:
+        raise NicError(f"{what} {url}: no bucket {bucket!r} at this endpoint") from None
+    except PermissionError as e:
+        raise NicError(f"{what} {url}: access refused ({_first_line(e)}); check the credentials") from None
+    except (botocore.exceptions.BotoCoreError, OSError) as e:
+        raise NicError(f"{what} {url}: cannot reach the storage ({_first_line(e)})") from None
+
+
+def _first_line(error: Exception) -> str:
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
