@@ -9,8 +9,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 import uuid
 from pathlib import Path
 
@@ -31,7 +29,8 @@ def free_port() -> int:
 
 @pytest.fixture(scope="module")
 def head():
-    """(job server address, the environment of a client holding the token) of a fresh head."""
+    """(job server address, the environment of a client holding the token, the Prometheus
+    endpoint) of a fresh head."""
     temp = tempfile.mkdtemp(prefix="rh", dir="/tmp")  # short: Ray's socket paths have a limit
     env = {
         **os.environ,
@@ -40,25 +39,26 @@ def head():
         "PATH": f"{BIN}:{os.environ['PATH']}",  # the jobs' `python` is this environment's
     }
     env.pop("RAY_ADDRESS", None)
-    dashboard = free_port()
+    env["RAY_metrics_report_interval_ms"] = "500"  # workers hand their metrics to the node twice a second
+    dashboard, metrics = free_port(), free_port()
     command = [str(BIN / "ray"), "start", "--head", "--block", f"--port={free_port()}", "--num-cpus=2"]
     command += ["--node-ip-address=127.0.0.1", "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}"]
-    command += ["--include-dashboard=true", f"--temp-dir={temp}"]
+    command += ["--include-dashboard=true", f"--temp-dir={temp}", f"--metrics-export-port={metrics}"]
+    # Ports of its own: the suite's embedded Ray holds the defaults of its dashboard agent and others.
+    for flag in ("dashboard-agent-listen-port", "dashboard-agent-grpc-port", "runtime-env-agent-port"):
+        command.append(f"--{flag}={free_port()}")
+    command.append(f"--ray-client-server-port={free_port()}")
     process = subprocess.Popen(
         command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
     address = f"http://127.0.0.1:{dashboard}"
-    deadline = time.monotonic() + 90
-    while True:
-        assert process.poll() is None and time.monotonic() < deadline, "the head did not start"
-        try:
-            urllib.request.urlopen(f"{address}/api/version", timeout=2)
-            break
-        except urllib.error.HTTPError:
-            break  # it answers (refusing a request without the token)
-        except OSError:
-            time.sleep(0.5)
-    yield address, env
+    # Ready when it takes a job: its HTTP server answers before the agent that runs jobs is up.
+    deadline = time.monotonic() + 120
+    probe = [str(BIN / "ray"), "job", "submit", "--address", address, "--no-wait", "--", "true"]
+    while subprocess.run(probe, env=env, capture_output=True, timeout=60).returncode != 0:
+        assert process.poll() is None and time.monotonic() < deadline, "the head does not take jobs"
+        time.sleep(1)
+    yield address, env, f"http://127.0.0.1:{metrics}/metrics"
     os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=30)
@@ -78,7 +78,7 @@ def schedule(env, *args) -> subprocess.CompletedProcess:
 
 
 def test_a_schedule_compresses_each_slot_once_and_only_new_slides(head, tmp_path):
-    address, env = head
+    address, env, _ = head
     archive, store = tmp_path / "archive", tmp_path / "store.zarr"
     archive.mkdir()
     for i in range(2):
@@ -107,7 +107,7 @@ def test_a_schedule_compresses_each_slot_once_and_only_new_slides(head, tmp_path
 
 
 def test_a_bad_source_fails_the_job_with_a_readable_line_and_no_token_is_refused(head, tmp_path):
-    address, env = head
+    address, env, _ = head
     missing = tmp_path / "no-archive"
     bad = schedule(env, missing, "--store", tmp_path / "s.zarr", "--address", address, "--slot", "bad")
     assert bad.returncode == 2, bad.stdout + bad.stderr
