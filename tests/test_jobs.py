@@ -1,6 +1,7 @@
 """Jobs on a real Ray head: ``ray start --head`` on loopback with token authentication on, as on a
 cluster, and scheduled compression submitted to it slot by slot (`nic-ray schedule`)."""
 
+import csv
 import os
 import shutil
 import signal
@@ -9,11 +10,13 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from nic_ray.datasets.synthetic import TissuePainter, write_slide
 from nic_ray.store import Store
@@ -118,3 +121,66 @@ def test_a_bad_source_fails_the_job_with_a_readable_line_and_no_token_is_refused
     refused = schedule(no_token, missing, "--store", tmp_path / "s.zarr", "--address", address, "--slot", "other")
     assert refused.returncode == 2 and refused.stdout == "", refused.stdout + refused.stderr
     assert refused.stderr.startswith(f"nic-ray: error: --address {address}: ") and refused.stderr.count("\n") == 1
+
+
+EPOCH_METRICS = (("epoch", {}), ("train_metric", {"metric": "val_loss"}))
+
+
+def scraped(url: str, name: str, **tags) -> float | None:
+    """The value of ``name`` with ``tags`` on the Prometheus endpoint ``url``, None while absent."""
+    for family in text_string_to_metric_families(urllib.request.urlopen(url, timeout=5).read().decode()):
+        for sample in family.samples:
+            if sample.name == name and tags.items() <= sample.labels.items():
+                return sample.value
+    return None
+
+
+def test_compression_and_training_jobs_publish_their_progress_to_prometheus(head, tmp_path):
+    """The head's Prometheus endpoint, scraped while the jobs run, has what they did: slides and
+    tiles of a compression job (as its run report says), epochs and losses of a training job
+    submitted with ``ray job submit`` (as its history says)."""
+    address, env, endpoint = head
+    archive, store = tmp_path / "archive", tmp_path / "published.zarr"
+    archive.mkdir()
+    rows = ["slide_id,label,split"]
+    for i, split in enumerate(["train"] * 4 + ["val", "test"]):
+        write_slide(archive / f"p{i}.tiff", TissuePainter(512, 384, seed=10 + i), 0.5, downsamples=(1,))
+        rows.append(f"p{i},{i % 2},{split}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    flags = ["--store", store, "--address", address, "--patch-size", "64", "--slot", "published", "--no-wait"]
+    assert schedule(env, archive, *flags).returncode == 0
+
+    def wait_for(name: str, value: float, **tags) -> None:
+        deadline = time.monotonic() + 120
+        while scraped(endpoint, name, **tags) != value:
+            assert time.monotonic() < deadline, (name, tags, scraped(endpoint, name, **tags))
+            time.sleep(0.5)
+
+    wait_for("ray_nic_ray_slides_complete_total", 6.0, store=str(store))
+    (report,) = store.glob("runs/*/report.parquet")
+    tiles = sum(r["tiles"] for r in pq.read_table(report).to_pylist())
+    wait_for("ray_nic_ray_tiles_encoded_total", float(tiles), store=str(store))
+    assert scraped(endpoint, "ray_nic_ray_tiles_per_second", store=str(store)) > 0
+
+    run = tmp_path / "run"
+    train = ["nic-ray", "train", "--store", str(store), "--labels", str(tmp_path / "labels.csv")]
+    train += ["--task", "y:binary:label", "--out", str(run), "--epochs", "2", "--crop-size", "24", "--strides"]
+    train += ["2", "2", "1", "1", "--width", "8", "--batch-size", "4", "--steps-per-epoch", "3"]
+    submitted = subprocess.run(
+        [str(BIN / "ray"), "job", "submit", "--address", address, "--no-wait", "--", *train],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert submitted.returncode == 0, submitted.stdout + submitted.stderr
+    tags, seen = {"run": str(run), "part": "single"}, {}
+    deadline = time.monotonic() + 120
+    while not (run / "single" / "history.csv").exists():  # read while the worker lives: they leave with it
+        epoch, loss = (scraped(endpoint, f"ray_nic_ray_{name}", **tags, **more) for name, more in EPOCH_METRICS)
+        if epoch is not None and loss is not None:
+            seen[epoch] = loss
+        assert time.monotonic() < deadline, "the training job did not finish"
+        time.sleep(0.25)
+    last = list(csv.DictReader(open(run / "single" / "history.csv")))[-1]
+    assert last["epoch"] == "2" and seen[2.0] == pytest.approx(float(last["val_loss"])), seen

@@ -26,6 +26,7 @@ from nic_ray.errors import NicError
 from nic_ray.options import split_options
 from nic_ray.progress import Progress
 from nic_ray.ray_cluster import fitting_count, require_resources
+from nic_ray.ray_metrics import CompressionMetrics
 from nic_ray.slides import SlideSource, expand_sources
 from nic_ray.slides.cache import absolute, source_identity
 from nic_ray.store import Store, StoreConfig
@@ -207,10 +208,12 @@ def _run_dataset(
     failed: dict[str, str] = {}
     rows, total_tiles = [], 0
     bar = Progress(total=len(by_id), desc="compress", unit="slide", disable=not progress)
+    published = CompressionMetrics(settings.store)
 
     def done(row: dict) -> None:
         rows.append(row)
         rate = total_tiles / max(time.perf_counter() - start, 1e-9)
+        published.slide(row["status"], row["tiles"], rate)
         bar.set_postfix_str(f"{total_tiles:,} tiles, {rate:,.0f} tiles/s, {len(failed)} failed", refresh=False)
         bar.update(1)
 

@@ -30,6 +30,7 @@ from ray.train import UserCallback
 from nic_ray.errors import NicError
 from nic_ray.options import split_options
 from nic_ray.progress import Progress
+from nic_ray.ray_metrics import TrainingMetrics
 from nic_ray.runtime.checkpoint import snapshot
 from nic_ray.runtime.resources import Resources
 from nic_ray.runtime.run_files import RunFiles
@@ -121,6 +122,7 @@ def _fit(
 ) -> None:
     described = _described(store, labels, options, split)
     config = {
+        "run": files.url,
         "store": store.url,
         "part": part,
         "model": described["model"],
@@ -259,6 +261,7 @@ def train_loop(config: dict) -> None:
         disable=rank != 0,
         log_every=0,
     )
+    published = TrainingMetrics(config["run"], config["part"]) if rank == 0 else None
     while state["epoch"] < options["epochs"] and state["epoch"] - state["best_epoch"] < options["patience"]:
         start, waited, losses = time.perf_counter(), 0.0, []
         draws.set_epoch(state["epoch"])
@@ -297,6 +300,8 @@ def train_loop(config: dict) -> None:
         shown = {k: f"{v:.4g}" for k, v in metrics.items() if "loss" in k or k.startswith("val_")}
         epochs.set_postfix(shown, refresh=False)
         epochs.update(1)
+        if published:
+            published.epoch_ended(metrics)
         report_epoch(
             metrics,
             {"model": net.state_dict(), "best": best},
