@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import time
 
 import numpy as np
@@ -29,6 +30,13 @@ def cell_colours(rows: int, cols: int) -> np.ndarray:
     """A distinct RGB colour per cell (rows, cols, 3)."""
     y, x = np.mgrid[0:rows, 0:cols]
     return np.stack([40 + 7 * y, 40 + 7 * x, 200 - 3 * (y + x)], axis=-1).astype(np.uint8)
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ import s3fs
 
 from nic_ray.cli import main
 from nic_ray.datasets.synthetic import TissuePainter, write_slide
+from tests.conftest import free_port
 
 
 @pytest.fixture(scope="module")
@@ -21,12 +22,6 @@ def slide(tmp_path_factory):
     path = tmp_path_factory.mktemp("faults") / "tissue.tiff"
     write_slide(path, TissuePainter(512, 512, seed=4), 0.5, downsamples=(1,))
     return path
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_an_endpoint_that_cannot_be_reached(s3_endpoint, slide, monkeypatch, capsys):
