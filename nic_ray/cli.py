@@ -84,12 +84,15 @@ def _compress(args: argparse.Namespace) -> int:
 
 
 def _schedule(args: argparse.Namespace) -> int:
-    from nic_ray.schedule import submit_slot
+    from nic_ray.schedule import read_runtime_env, submit_slot
 
     if not args.address:
         raise NicError("--address: the cluster's job server, e.g. http://ray-head:8265 (or set RAY_ADDRESS)")
     options = as_flags(options_of(args, CompressOptions), CompressOptions)
-    return submit_slot(args.sources, args.store, options, args.address, args.slot, wait=not args.no_wait)
+    runtime_env = read_runtime_env(args.runtime_env) if args.runtime_env else None
+    return submit_slot(
+        args.sources, args.store, options, args.address, args.slot, wait=not args.no_wait, runtime_env=runtime_env
+    )
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -363,6 +366,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sched.add_argument("--slot", default="%Y%m%d%H", help="the slot, a strftime format (default: %%Y%%m%%d%%H)")
     sched.add_argument("--no-wait", action="store_true", help="return once the job is submitted")
+    sched.add_argument(
+        "--runtime-env",
+        metavar="YAML",
+        help="the job's Ray runtime environment (jobs/runtime_env.yaml: this checkout's code; none when the "
+        "cluster's image has nic-ray)",
+    )
     add_flags(sched, CompressOptions)
     sched.set_defaults(handler=_schedule)
 

@@ -18,10 +18,24 @@ from __future__ import annotations
 import re
 import shlex
 import time
+from pathlib import Path
 
 from nic_ray.errors import NicError
 
 TERMINAL = ("SUCCEEDED", "FAILED", "STOPPED")
+
+
+def read_runtime_env(path: str) -> dict:
+    """The Ray runtime environment in the YAML file ``path`` (``jobs/runtime_env.yaml``)."""
+    import yaml
+
+    try:
+        env = yaml.safe_load(Path(path).read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise NicError(f"--runtime-env {path}: cannot read it ({str(e).splitlines()[0]})") from None
+    if not isinstance(env, dict):
+        raise NicError(f"--runtime-env {path}: expected a mapping such as 'working_dir: .'")
+    return env
 
 
 def submission_id(store: str, slot: str) -> str:
@@ -42,8 +56,10 @@ def submit_slot(
     slot_format: str = "%Y%m%d%H",
     wait: bool = True,
     poll: float = 2.0,
+    runtime_env: dict | None = None,
 ) -> int:
-    """Submit this slot's compression (``options``: `nic-ray compress` flags); the exit status."""
+    """Submit this slot's compression (``options``: `nic-ray compress` flags) with Ray's
+    ``runtime_env`` (paths in it relative to the current directory); the exit status."""
     from ray.exceptions import AuthenticationError
     from ray.job_submission import JobSubmissionClient
 
@@ -52,7 +68,7 @@ def submit_slot(
     entrypoint = shlex.join(["python", "-m", "nic_ray.cli", "compress", *sources, "--store", store, *options])
     try:
         client = JobSubmissionClient(address)
-        client.submit_job(entrypoint=entrypoint, submission_id=job)
+        client.submit_job(entrypoint=entrypoint, submission_id=job, runtime_env=runtime_env)
     except ConnectionError as e:
         raise NicError(f"--address {address}: no Ray job server there ({e})") from None
     except AuthenticationError:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 
 import numpy as np
@@ -63,19 +64,98 @@ def assert_no_credentials(urls: list[str]) -> None:
     assert checked, urls
 
 
+class FaultyProxy:
+    """A TCP proxy on loopback in front of ``port`` that cuts responses mid-body on demand
+    (`cut`), as a dropped connection does; otherwise it passes every byte both ways."""
+
+    def __init__(self, port: int):
+        self.upstream, self.upstream_url = port, f"http://127.0.0.1:{port}"
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
+        self.cuts: dict[str, list[int]] = {}  # request path → [responses still to cut, bytes passed]
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self, path: str, times: int, after: int) -> None:
+        """The next ``times`` responses to a GET of ``path`` end after ``after`` bytes."""
+        with self.lock:
+            self.cuts[path] = [times, after]
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.upstream))
+            budget: list[int | None] = [None]  # bytes of the current response still to pass
+            threading.Thread(target=self._requests, args=(client, upstream, budget), daemon=True).start()
+            threading.Thread(target=self._responses, args=(upstream, client, budget), daemon=True).start()
+
+    def _requests(self, client: socket.socket, upstream: socket.socket, budget: list) -> None:
+        # HTTP/1.1 without pipelining: a request starts a recv once the last response is read.
+        while data := _received(client):
+            if data.startswith(b"GET "):
+                line = data.split(b"\r\n", 1)[0].decode()
+                with self.lock:
+                    cut = next((c for path, c in self.cuts.items() if f"{path} " in line or f"{path}?" in line), None)
+                    if cut and cut[0] > 0:
+                        cut[0] -= 1
+                        budget[0] = cut[1]
+            upstream.sendall(data)
+        _shut(upstream)
+
+    def _responses(self, upstream: socket.socket, client: socket.socket, budget: list) -> None:
+        while data := _received(upstream):
+            if budget[0] is not None and len(data) >= budget[0]:
+                client.sendall(data[: budget[0]])
+                break
+            if budget[0] is not None:
+                budget[0] -= len(data)
+            client.sendall(data)
+        _shut(client)
+        _shut(upstream)
+
+
+def _received(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(1 << 16)
+    except OSError:
+        return b""
+
+
+def _shut(sock: socket.socket) -> None:
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    sock.close()
+
+
 @pytest.fixture(scope="session")
-def s3_endpoint():
-    """A real S3 HTTP endpoint (moto's server) on loopback, with a bucket ``slides``."""
-    import boto3
-    import fsspec.config
-    import s3fs
+def s3_faults():
+    """A real S3 HTTP endpoint (moto's server) on loopback behind a `FaultyProxy`, through which
+    nic-ray and its Ray workers reach it."""
     from moto.server import ThreadedMotoServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one log line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0)
     server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
+    proxy = FaultyProxy(server.get_host_and_port()[1])
+    yield proxy
+    proxy.server.close()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(s3_faults):
+    """An S3 client of the session's endpoint, with a bucket ``slides``; ``FSSPEC_S3_ENDPOINT_URL``
+    and the AWS variables point nic-ray at it (through the proxy)."""
+    import boto3
+    import fsspec.config
+    import s3fs
+
+    url = s3_faults.url
     saved = {
         k: os.environ.get(k)
         for k in ("FSSPEC_S3_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION")
@@ -89,10 +169,9 @@ def s3_endpoint():
     # fsspec reads FSSPEC_* variables at import; the variable is for processes started later.
     fsspec.config.conf.setdefault("s3", {})["endpoint_url"] = url
     s3fs.S3FileSystem.clear_instance_cache()
-    client = boto3.client("s3", endpoint_url=url, region_name="us-east-1")
+    client = boto3.client("s3", endpoint_url=s3_faults.upstream_url, region_name="us-east-1")
     client.create_bucket(Bucket="slides")
     yield client
-    server.stop()
     fsspec.config.conf["s3"].pop("endpoint_url")
     s3fs.S3FileSystem.clear_instance_cache()
     for k, v in saved.items():

@@ -101,3 +101,24 @@ def test_kubernetes_manifests_hold_valid_objects_and_commands_that_parse():
     )
     dockerfile = (ROOT / "cluster/Dockerfile").read_text()
     assert f"FROM rayproject/ray:{ray.__version__}-py311-gpu" in dockerfile
+
+
+def test_job_entry_points_name_commands_that_parse_and_a_runtime_env_ray_takes():
+    """Each ``jobs/submit`` line of the operator's guide is a nic-ray command the parser takes, for
+    every command that runs on a cluster; ``jobs/runtime_env.yaml`` is one Ray accepts."""
+    import re
+    import shlex
+
+    from ray.runtime_env import RuntimeEnv
+
+    guide = (ROOT / "docs/operations.md").read_text()
+    lines = [m.replace("\\\n", " ") for m in re.findall(r"^jobs/submit (?:.*\\\n)*.*$", guide, re.MULTILINE)]
+    commands = {nic_ray_command(["nic-ray", *shlex.split(line)[1:]]).command for line in lines}
+    assert commands == {"compress", "train", "evaluate", "predict", "heatmap", "tune", "report"}, lines
+    crontab = re.search(r"^0 \* \* \* \* (?:.*\\\n)*.*$", guide, re.MULTILINE).group().replace("\\\n", " ")
+    scheduled = shlex.split(crontab.split("&&")[1])
+    assert nic_ray_command(["nic-ray", *scheduled[1:]]).runtime_env == "jobs/runtime_env.yaml"
+    env = RuntimeEnv(**yaml.safe_load((ROOT / "jobs/runtime_env.yaml").read_text()))
+    assert env.working_dir() == "." and "tests" in env["excludes"]
+    script = (ROOT / "jobs/submit").read_text()
+    assert "--runtime-env jobs/runtime_env.yaml" in script and "python -m nic_ray.cli" in script

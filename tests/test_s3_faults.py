@@ -1,19 +1,27 @@
 """S3 that fails: an endpoint that cannot be reached, a bucket that does not exist, credentials
-refused. Each is one line naming the URL and the problem, exit status 2, before anything is
-written; the credentials themselves are never shown."""
+refused: each is one line naming the URL and the problem, exit status 2, before anything is
+written; the credentials themselves are never shown. A connection dropped mid-read: resumed, or
+the slide fails alone."""
 
+import io
 import os
 import socket
 import subprocess
 import sys
 import time
+import uuid
 
 import fsspec
+import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import s3fs
 
 from nic_ray.cli import main
+from nic_ray.compress import compress
 from nic_ray.datasets.synthetic import TissuePainter, write_slide
+from nic_ray.slides.cache import SlideCache
+from nic_ray.store import Store
 from tests.conftest import free_port
 
 
@@ -83,3 +91,48 @@ def test_credentials_refused_are_named_not_shown(slide, tmp_path):
     (line,) = run.stderr.splitlines()
     assert line.startswith("nic-ray: error: --store s3://lab/refused.zarr: access refused (") and "credentials" in line
     assert secret not in run.stderr
+
+
+def test_a_connection_dropped_mid_read_is_resumed_or_fails_that_slide_alone(
+    s3_faults, s3_endpoint, slide, tmp_path, ray_session, capsys
+):
+    """Ray's workers read the slides through a proxy that cuts responses mid-body. Twice cut, a
+    download is resumed by s3fs from the byte it had (its grid equals the local file's); cut on
+    every try, the slide fails alone in one line naming it, nothing of it is left looking
+    complete, and the next run, the connection sound, completes it alone."""
+    # Names of their own: the node's slide cache outlives the session.
+    resumed, lost = (f"{name}-{uuid.uuid4().hex[:8]}" for name in ("resumed", "lost"))
+    for name in (resumed, lost):
+        s3_endpoint.upload_file(str(slide), "slides", f"dropped/{name}.tiff")
+    s3_faults.cut(f"/slides/dropped/{resumed}.tiff", times=2, after=os.path.getsize(slide) // 3)
+    # s3fs resumes from the byte it had, so a slide is lost only where no try gets far.
+    s3_faults.cut(f"/slides/dropped/{lost}.tiff", times=1000, after=1000)
+    store, flags = "s3://slides/stores/dropped.zarr", ["--encoder", "mean-rgb", "--patch-size", "32"]
+    assert main(["compress", "s3://slides/dropped/", "--store", store, *flags]) == 1
+    first = report_rows(store)
+    assert {r["slide_id"]: r["status"] for r in first} == {resumed: "complete", lost: "failed"}
+    assert s3_faults.cuts[f"/slides/dropped/{resumed}.tiff"][0] == 0  # both its cuts happened
+    (reason,) = [r["reason"] for r in first if r["slide_id"] == lost]
+    assert reason.startswith(f"s3://slides/dropped/{lost}.tiff: download failed (") and "\n" not in reason, reason
+    assert Store.open(store).complete_slides() == [resumed]
+    cached = SlideCache.default().directory
+    assert not list(cached.glob(f"*/{lost}.tiff")) and not list(cached.glob("*/.partial-*"))
+    local = tmp_path / "local.zarr"
+    assert compress([str(slide)], str(local), encoder="mean-rgb", patch_size=32, progress=False).ok
+    expected = Store.open(str(local)).read_embeddings("tissue")
+    np.testing.assert_array_equal(Store.open(store).read_embeddings(resumed), expected)
+
+    s3_faults.cut(f"/slides/dropped/{lost}.tiff", times=0, after=0)
+    assert main(["compress", "s3://slides/dropped/", "--store", store, *flags]) == 0
+    again = report_rows(store)
+    assert {r["slide_id"]: r["status"] for r in again} == {resumed: "skipped", lost: "complete"}
+    np.testing.assert_array_equal(Store.open(store).read_embeddings(lost), expected)
+    capsys.readouterr()
+
+
+def report_rows(store: str) -> list[dict]:
+    """The rows of the store's latest compression run (run ids sort by time)."""
+    fs, root = fsspec.core.url_to_fs(store)
+    fs.invalidate_cache()
+    latest = sorted(fs.glob(f"{root}/runs/*/report.parquet"))[-1]
+    return pq.read_table(io.BytesIO(fs.cat_file(latest))).to_pylist()

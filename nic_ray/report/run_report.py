@@ -11,6 +11,7 @@ import io
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from PIL import Image as PILImage
 from scipy.special import expit, softmax
 
@@ -86,10 +87,10 @@ def _metrics_section(metrics: list[dict]) -> Section:
 
 
 def _task_outputs(outputs: pa.Table, subset: str, task: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    rows = [r for r in outputs.to_pylist() if r["subset"] == subset and r["task"] == task]
-    ids = [r["id"] for r in rows]
-    target = np.array([r["target"] for r in rows], dtype=float)
-    output = np.array([r["output"] for r in rows], dtype=float)
+    rows = outputs.filter((pc.field("subset") == subset) & (pc.field("task") == task))
+    ids = rows.column("id").to_pylist()
+    target = np.array(rows.column("target").to_pylist(), dtype=float)
+    output = np.array(rows.column("output").to_pylist(), dtype=float)
     known = ~np.isnan(target).any(axis=1)
     return [i for i, k in zip(ids, known) if k], target[known], output[known]
 

@@ -40,10 +40,10 @@ def sweep_report(sweep: str) -> str:
         ],
     )
     curves: dict[str, tuple[list, list]] = {}
+    part = RunFiles(best["run"]).read_json("run.json")["parts"][0]  # every trial trains this part
     for t in trials:
         run = RunFiles(t["run"])
-        part = run.read_json("run.json")["parts"][0] if run.exists("run.json") else None
-        if part and run.exists(part, "history.csv"):
+        if run.exists(part, "history.csv"):
             rows = read_table(f"{run.url}/{part}/history.csv", "trial history").to_pylist()
             name = t["trial_id"] + (" (stopped)" if t["status"] == "stopped" else "")
             curves[name] = ([r["epoch"] for r in rows], [r.get(metric) for r in rows])

@@ -112,11 +112,14 @@ class SlideCache:
         if not target.exists():
             partial = entry / f".partial-{os.getpid()}-{time.monotonic_ns()}"
             try:
-                fs.get_file(remote_path, str(partial))
+                fs.get_file(remote_path, str(partial))  # s3fs resumes a dropped read, up to its retries
                 os.replace(partial, target)
-            except BaseException:
+            except BaseException as e:
                 partial.unlink(missing_ok=True)
                 os.close(lock)
+                if isinstance(e, Exception):  # this slide fails, not the run
+                    problem = (str(e).strip().splitlines() or [""])[0][:200]
+                    raise SlideError(url, f"download failed ({type(e).__name__}: {problem})") from None
                 raise
         return CachedSlide(str(target), identity, lock)
 

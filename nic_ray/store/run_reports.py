@@ -55,14 +55,14 @@ def run_summaries(store: str) -> list[dict]:
     """The store's compression runs, oldest first: when, slides by status, tiles, seconds,
     tiles/s, and the rows of the slides that failed."""
     fs, root = fsspec.core.url_to_fs(store)
-    base = f"{root.rstrip('/')}/runs"
     out = []
-    for run_dir in sorted(fs.ls(base, detail=False)) if fs.exists(base) else []:
-        if not fs.exists(f"{run_dir}/report.parquet"):
-            continue
-        rows = pq.read_table(io.BytesIO(fs.cat_file(f"{run_dir}/report.parquet"))).to_pylist()
-        # Runs written before run.json: their times are in summary.txt only.
-        times = json.loads(fs.cat_file(f"{run_dir}/run.json")) if fs.exists(f"{run_dir}/run.json") else {}
+    for report in sorted(fs.glob(f"{root.rstrip('/')}/runs/*/report.parquet")):
+        run_dir = report.rsplit("/", 1)[0]
+        rows = pq.read_table(io.BytesIO(fs.cat_file(report))).to_pylist()
+        try:
+            times = json.loads(fs.cat_file(f"{run_dir}/run.json"))
+        except FileNotFoundError:  # runs written before run.json: their times are in summary.txt only
+            times = {}
         counts = Counter(r["status"] for r in rows)
         tiles, seconds = sum(r["tiles"] for r in rows), times.get("seconds")
         out.append(
