@@ -84,6 +84,9 @@ def test_kubernetes_manifests_hold_valid_objects_and_commands_that_parse():
     for group in [cluster["spec"]["headGroupSpec"], *cluster["spec"]["workerGroupSpecs"]]:
         template = kubernetes_object(group["template"], "V1PodTemplateSpec")
         assert {c.image for c in template.spec.containers} == {container.image}  # one image everywhere
+    # The scheduler holds the token of the cluster it submits to.
+    token = next(e for e in container.env if e.name == "RAY_AUTH_TOKEN").value_from.secret_key_ref
+    assert cluster["spec"]["authOptions"] == {"mode": "token", "secretName": token.name} and token.key == "auth_token"
     selected = cluster["metadata"]["name"]
     job = by_kind["RayJob"]["spec"]
     assert job["clusterSelector"] == {"ray.io/cluster": selected}

@@ -60,9 +60,10 @@ def head():
     yield address, env, f"http://127.0.0.1:{metrics}/metrics"
     os.killpg(process.pid, signal.SIGTERM)
     try:
-        process.wait(timeout=30)
-    except subprocess.TimeoutExpired:
+        process.wait(timeout=5)
+    except subprocess.TimeoutExpired:  # `ray start --block` can take half a minute to stop its children
         os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
     shutil.rmtree(temp, ignore_errors=True)
 
 
