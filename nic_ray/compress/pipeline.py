@@ -25,7 +25,7 @@ from nic_ray.cpu_memory import worker_runtime_env
 from nic_ray.errors import NicError
 from nic_ray.options import split_options
 from nic_ray.progress import Progress
-from nic_ray.ray_cluster import fitting_count, require_resources
+from nic_ray.ray_cluster import cluster_capacity, fitting_count, require_resources
 from nic_ray.ray_metrics import CompressionMetrics
 from nic_ray.slides import SlideSource, expand_sources
 from nic_ray.slides.cache import absolute, source_identity
@@ -178,7 +178,10 @@ def _run_dataset(
     ctx.target_max_block_size, ctx.enable_progress_bars = 1, False
     try:
         items = [{"slide_id": s.slide_id, "url": s.url, "mpp": math.nan if s.mpp is None else s.mpp} for s in slides]
-        ds = ray.data.from_items(items, override_num_blocks=len(items))
+        # Planning tasks a few to a CPU, each planning its share of slides in turn: for archives
+        # of small images Ray's cost of a task a slide is more than the planning itself.
+        planners = min(len(items), 4 * max(2, int(cluster_capacity().get("CPU", 0))))
+        ds = ray.data.from_items(items, override_num_blocks=planners)
         ds = ds.flat_map(plan_slide, fn_kwargs={"settings": settings})
         ds = ds.map_batches(
             EncodeBlocks,
