@@ -6,10 +6,12 @@ botocore, as their settings say (``~/.aws/config``, ``AWS_MAX_ATTEMPTS``, ``AWS_
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import botocore.exceptions
 import fsspec
 
-from nic_ray.errors import NicError
+from nic_ray.errors import NicError, first_line
 
 
 def check_storage(url: str, what: str) -> None:
@@ -22,6 +24,12 @@ def check_storage(url: str, what: str) -> None:
     if "://" not in url or url.startswith("file://"):
         return
     fs, path = fsspec.core.url_to_fs(url)
+    endpoint = urlsplit(getattr(fs, "endpoint_url", None) or "")
+    if endpoint.username or endpoint.password:  # named without them: error lines end up in logs
+        raise NicError(
+            f"{what} {url}: the storage endpoint's URL holds credentials; give them in "
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, a profile or a role instead"
+        )
     bucket = path.split("/", 1)[0]
     try:
         try:
@@ -32,10 +40,6 @@ def check_storage(url: str, what: str) -> None:
     except FileNotFoundError:
         raise NicError(f"{what} {url}: no bucket {bucket!r} at this endpoint") from None
     except PermissionError as e:
-        raise NicError(f"{what} {url}: access refused ({_first_line(e)}); check the credentials") from None
+        raise NicError(f"{what} {url}: access refused ({first_line(e)}); check the credentials") from None
     except (botocore.exceptions.BotoCoreError, OSError) as e:
-        raise NicError(f"{what} {url}: cannot reach the storage ({_first_line(e)})") from None
-
-
-def _first_line(error: Exception) -> str:
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
+        raise NicError(f"{what} {url}: cannot reach the storage ({first_line(e)})") from None

@@ -22,7 +22,7 @@ from nic_ray.compress import compress
 from nic_ray.datasets.synthetic import TissuePainter, write_slide
 from nic_ray.slides.cache import SlideCache
 from nic_ray.store import Store
-from tests.conftest import free_port
+from tests.conftest import S3_SECRET, free_port
 
 
 @pytest.fixture(scope="module")
@@ -32,16 +32,29 @@ def slide(tmp_path_factory):
     return path
 
 
-def test_an_endpoint_that_cannot_be_reached(s3_endpoint, slide, monkeypatch, capsys):
-    monkeypatch.setitem(fsspec.config.conf["s3"], "endpoint_url", f"http://127.0.0.1:{free_port()}")
+def compress_through(endpoint: str, slide, store: str, monkeypatch, capsys) -> tuple[int, str]:
+    """`nic-ray compress` with ``endpoint`` as the S3 endpoint: (exit status, stderr)."""
+    monkeypatch.setitem(fsspec.config.conf["s3"], "endpoint_url", endpoint)
     s3fs.S3FileSystem.clear_instance_cache()
     try:
-        code = main(["compress", str(slide), "--store", "s3://slides/unreachable.zarr"])
+        code = main(["compress", str(slide), "--store", store])
     finally:
         s3fs.S3FileSystem.clear_instance_cache()
-    err = capsys.readouterr().err
+    return code, capsys.readouterr().err
+
+
+def test_an_endpoint_that_cannot_be_reached(s3_endpoint, slide, monkeypatch, capsys):
+    store = "s3://slides/unreachable.zarr"
+    code, err = compress_through(f"http://127.0.0.1:{free_port()}", slide, store, monkeypatch, capsys)
     assert code == 2 and err.count("\n") == 1, err
-    assert err.startswith("nic-ray: error: --store s3://slides/unreachable.zarr: cannot reach the storage (")
+    assert err.startswith(f"nic-ray: error: --store {store}: cannot reach the storage (")
+
+
+def test_credentials_in_the_endpoint_url_are_refused_unshown(s3_endpoint, slide, monkeypatch, capsys):
+    store = "s3://slides/in-url.zarr"
+    code, err = compress_through(f"http://AKIAINURL:{S3_SECRET}@127.0.0.1:1", slide, store, monkeypatch, capsys)
+    assert code == 2 and err.count("\n") == 1 and S3_SECRET not in err and "AKIAINURL" not in err, err
+    assert err.startswith(f"nic-ray: error: --store {store}: the storage endpoint's URL holds credentials; give")
 
 
 def test_a_bucket_that_does_not_exist(s3_endpoint, slide, tmp_path, capsys):

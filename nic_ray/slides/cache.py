@@ -21,7 +21,7 @@ from pathlib import Path
 
 import fsspec
 
-from nic_ray.errors import SlideError
+from nic_ray.errors import SlideError, first_line
 
 
 def is_remote(source: str) -> bool:
@@ -118,8 +118,7 @@ class SlideCache:
                 partial.unlink(missing_ok=True)
                 os.close(lock)
                 if isinstance(e, Exception):  # this slide fails, not the run
-                    problem = (str(e).strip().splitlines() or [""])[0][:200]
-                    raise SlideError(url, f"download failed ({type(e).__name__}: {problem})") from None
+                    raise SlideError(url, f"download failed ({type(e).__name__}: {first_line(e)})") from None
                 raise
         return CachedSlide(str(target), identity, lock)
 
