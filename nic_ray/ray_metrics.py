@@ -9,6 +9,8 @@ Example::
 
 from __future__ import annotations
 
+import math
+
 from ray.util.metrics import Counter, Gauge
 
 
@@ -46,8 +48,9 @@ class TrainingMetrics:
             part=part,
         )
 
-    def epoch_ended(self, metrics: dict[str, float]) -> None:
-        self.epoch.set(metrics["epoch"])
-        for name, value in metrics.items():
-            if ("loss" in name or name.startswith("val_")) and value == value:
+    def epoch_ended(self, epoch: int, values: dict[str, float]) -> None:
+        """``values``: the losses and validation metrics the epoch's progress line shows."""
+        self.epoch.set(epoch)
+        for name, value in values.items():
+            if not math.isnan(value):  # a metric a part's slides cannot give (one class)
                 self.values.set(value, tags={"metric": name})

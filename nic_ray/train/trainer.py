@@ -297,11 +297,11 @@ def train_loop(config: dict) -> None:
             "starts": state["starts"],
         }
         state["history"].append(metrics)
-        shown = {k: f"{v:.4g}" for k, v in metrics.items() if "loss" in k or k.startswith("val_")}
-        epochs.set_postfix(shown, refresh=False)
+        watched = {k: v for k, v in metrics.items() if "loss" in k or k.startswith("val_")}
+        epochs.set_postfix({k: f"{v:.4g}" for k, v in watched.items()}, refresh=False)
         epochs.update(1)
         if published:
-            published.epoch_ended(metrics)
+            published.epoch_ended(metrics["epoch"], watched)
         report_epoch(
             metrics,
             {"model": net.state_dict(), "best": best},

@@ -116,7 +116,7 @@ def sweep(
         keep_stopped(run.url)  # its best epoch so far, as a model evaluate and predict take
 
     rows = [
-        _row(r, run, was_stopped, part, options.metric, mode, base.epochs, searched.dimensions)
+        _row(r, run, was_stopped, part, options, mode, base.epochs, searched.dimensions)
         for r, run, was_stopped in zip(results, runs, stopped)
     ]
     rows.sort(key=lambda r: _ordering(r[options.metric], mode))
@@ -252,21 +252,36 @@ def _ordering(value: float, mode: str) -> float:
     return math.inf if math.isnan(value) else value if mode == "min" else -value
 
 
+def _asha_rung(epoch: int, grace: int, factor: float) -> int:
+    """The last of ASHA's rungs (grace × factor^k epochs) at or below ``epoch``.
+
+    >>> _asha_rung(2, 1, 4), _asha_rung(5, 1, 4), _asha_rung(9, 2, 2)
+    (1, 4, 8)
+    """
+    rung = grace
+    while rung * factor <= epoch:
+        rung *= factor
+    return int(rung)
+
+
 def _row(
-    result, run: RunFiles, stopped: bool, part: str, metric: str, mode: str, epochs: int, dimensions: dict
+    result, run: RunFiles, stopped: bool, part: str, options: SweepOptions, mode: str, epochs: int, dimensions: dict
 ) -> dict:
     """A trial's row: its metric and epochs are those of its own history (a stopped trial may have
     trained an epoch more than Tune heard of before it stopped it)."""
-    if result.error is not None:
-        status, why = "error", str(result.error).strip().splitlines()[-1][:500]
-    elif stopped:
-        # Its workers train on until they hear of it; on epochs of seconds, an epoch or two.
-        status, why = "stopped", f"ASHA at epoch {result.metrics.get('epoch', 0)}: below the cut of its rung"
-    else:
-        status, why = "finished", ""
+    metric = options.metric
     history = read_table(f"{run.url}/{part}/history.csv", "trial history") if run.exists(part, "history.csv") else None
     values = [] if history is None else [v for v in history.column(metric).to_pylist() if v == v]
     ran = 0 if history is None else history.num_rows
+    if result.error is not None:
+        status, why = "error", str(result.error).strip().splitlines()[-1][:500]
+    elif stopped:
+        # ASHA stops a trial at a rung; its workers train on until they hear of it, an epoch or two
+        # on epochs of seconds, so the rung is the last one its history reached.
+        rung = _asha_rung(ran, min(options.grace_period, epochs), options.reduction_factor)
+        status, why = "stopped", f"ASHA at epoch {rung}: below the cut of its rung"
+    else:
+        status, why = "finished", ""
     if status == "finished":
         why = (
             f"all {epochs} epochs" if ran == epochs else "early stopping (--patience epochs without a better val_loss)"
