@@ -25,10 +25,15 @@ def cluster_capacity() -> dict[str, float]:
 
 
 def require_resources(
-    who: str, each: dict[str, float], count: int = 1, besides: tuple[str, dict[str, float]] = ("", {})
+    who: str,
+    each: dict[str, float],
+    count: int = 1,
+    besides: tuple[str, dict[str, float]] = ("", {}),
+    hint: str = "",
 ) -> None:
     """Refuse at once when the cluster can never hold ``count`` ``who``s needing ``each`` apiece
-    and, beside them, ``besides`` = (what for, resources).
+    and, beside them, ``besides`` = (what for, resources); ``hint``, what to do, replaces the
+    default (ask for less).
 
     Example::
 
@@ -44,7 +49,8 @@ def require_resources(
         asked = f"each {who} needs {one:g} {name}" if count == 1 else f"{count} {who}s × {one:g} {name}"
         if more:
             asked += f" and {more:g} for {what_for}: {count * one + more:g} {name}"
-        hint = "ask for 0 GPUs to run on CPU" if name == "GPU" else f"ask for fewer {who}s or fewer {name}s each"
+        if not hint:
+            hint = "ask for 0 GPUs to run on CPU" if name == "GPU" else f"ask for fewer {who}s or fewer {name}s each"
         raise NicError(f"{asked}, but the Ray cluster has at most {have.get(name, 0):g}; {hint}")
 
 

@@ -4,7 +4,8 @@ The driver decides which slides need work (new, changed, incomplete, or ``overwr
 them, and streams them through planning tasks into encoder actors that read, encode and write
 each block (`nic_ray.compress.stages`). It
 counts written blocks per slide and marks a slide complete when its last block is written, so
-a killed run leaves nothing that looks complete and a re-run redoes only what is missing.
+a killed run leaves nothing that looks complete and a re-run redoes only what is missing. A run
+whose cluster loses every node that can hold an encoder ends at once, its unfinished slides failed.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import ray
+from ray.data._internal.execution.execution_callback import ExecutionCallback
 
 from nic_ray.compress.options import CompressOptions
 from nic_ray.compress.stages import Settings, plan_slide
@@ -54,6 +56,31 @@ class CompressResult:
         return dict(out)
 
 
+class EncodersLost(NicError):
+    """Mid-run, the cluster lost every node that could hold an encoder, with no autoscaler to
+    bring one back."""
+
+
+class _WatchEncoders(ExecutionCallback):
+    """Ends a run at once when the cluster can no longer hold its encoders: Ray would wait for ever
+    to restart the actors of a lost node. Reads what they need from the Dataset's context."""
+
+    NEEDS = "nic_ray.encoders"
+    EVERY = 2.0  # seconds between looks: each asks the GCS
+
+    def __init__(self) -> None:
+        self._next_look = 0.0
+
+    def on_execution_step(self, executor) -> None:
+        if time.monotonic() < self._next_look:
+            return
+        self._next_look = time.monotonic() + self.EVERY
+        try:
+            require_resources(*executor._data_context.get_config(self.NEEDS), hint="add a node that can and run again")
+        except NicError as e:
+            raise EncodersLost(f"the cluster lost the nodes that held the encoders: {e}") from None
+
+
 def compress(sources: list[str], store: str, *, progress: bool = True, **options) -> CompressResult:
     """Compress every slide of ``sources`` into ``store``; ``options`` are `CompressOptions`
     (``nic-ray compress --help``).
@@ -78,7 +105,8 @@ def compress(sources: list[str], store: str, *, progress: bool = True, **options
     each = {"GPU": opts.gpus_per_encoder, "CPU": opts.cpus_per_encoder, **opts.encoder_resources}
     # Planning tasks need a CPU beside the encoders: without one Ray Data would wait for ever.
     planning = ("planning slides", {"CPU": 1})
-    require_resources("encoder", each, count=opts.encoders or 1, besides=planning)
+    needs = ("encoder", each, opts.encoders or 1, planning)
+    require_resources(*needs)
     # By default the pool grows from one actor while blocks queue, up to what the cluster holds:
     # a small job does not start (and import torch in) actors it cannot feed.
     actors = (
@@ -138,7 +166,7 @@ def compress(sources: list[str], store: str, *, progress: bool = True, **options
                 flush=True,
             )
         if mine:
-            result.rows += _run_dataset(mine, target, settings, opts, shape, actors, claims, progress, start)
+            result.rows += _run_dataset(mine, target, settings, opts, shape, actors, needs, claims, progress, start)
         result.rows += _await_other_runs(elsewhere, target, claims)
     result.report = write_report(str(store), run_id, result.rows, seconds=time.perf_counter() - start)
     return result
@@ -162,6 +190,7 @@ def _run_dataset(
     opts: CompressOptions,
     shape: dict,
     actors: dict,
+    needs: tuple,
     claims: Claims,
     progress: bool,
     start: float,
@@ -173,9 +202,11 @@ def _run_dataset(
     # the same cores, to no gain (benchmarks/compress.py), and hold a second block in memory.
     calls = CONCURRENT_CALLS if opts.gpus_per_encoder > 0 else 1
     ctx = ray.data.DataContext.get_current()
-    saved = (ctx.target_max_block_size, ctx.enable_progress_bars)
+    saved = (ctx.target_max_block_size, ctx.enable_progress_bars, ctx.custom_execution_callback_classes)
     # One block of work per Ray block, so blocks of one slide are read by parallel tasks.
     ctx.target_max_block_size, ctx.enable_progress_bars = 1, False
+    ctx.custom_execution_callback_classes = [*saved[2], _WatchEncoders]
+    ctx.set_config(_WatchEncoders.NEEDS, needs)
     try:
         items = [{"slide_id": s.slide_id, "url": s.url, "mpp": math.nan if s.mpp is None else s.mpp} for s in slides]
         # Planning tasks a few to a CPU, each planning its share of slides in turn: for archives
@@ -203,7 +234,8 @@ def _run_dataset(
             runtime_env=worker_runtime_env(),
         )
     finally:
-        ctx.target_max_block_size, ctx.enable_progress_bars = saved
+        ctx.target_max_block_size, ctx.enable_progress_bars, ctx.custom_execution_callback_classes = saved
+        ctx.remove_config(_WatchEncoders.NEEDS)
 
     written: dict[str, int] = defaultdict(int)
     tiles: dict[str, int] = defaultdict(int)
@@ -220,33 +252,39 @@ def _run_dataset(
         bar.set_postfix_str(f"{total_tiles:,} tiles, {rate:,.0f} tiles/s, {len(failed)} failed", refresh=False)
         bar.update(1)
 
-    for row in ds.iter_rows():
-        slide_id = str(row["slide_id"])
-        if slide_id in failed:
-            continue
-        if row["error"]:
-            failed[slide_id] = str(row["error"])
-            done(_report_row(by_id[slide_id], "failed", reason=failed[slide_id]))
-            claims.release(slide_id)
-            continue
-        written[slide_id] += 1
-        tiles[slide_id] += int(row["n_tiles"])
-        total_tiles += int(row["n_tiles"])
-        seconds[slide_id] += float(row["read_seconds"] + row["encode_seconds"] + row["write_seconds"])
-        if written[slide_id] == int(row["n_blocks"]):
-            # Every planned block is written: only now does the slide become complete.
-            target.mark_complete(
-                slide_id,
-                run_id=claims.run_id,
-                n_tiles=tiles[slide_id],
-                timings={"work_seconds": round(seconds[slide_id], 3)},
-            )
-            claims.release(slide_id)
-            done(_report_row(by_id[slide_id], "complete", tiles[slide_id], seconds[slide_id]))
+    unfinished = "not every block was written"  # cannot happen unless a stage lost a row
+    try:
+        for row in ds.iter_rows():
+            slide_id = str(row["slide_id"])
+            if slide_id in failed:
+                continue
+            if row["error"]:
+                failed[slide_id] = str(row["error"])
+                done(_report_row(by_id[slide_id], "failed", reason=failed[slide_id]))
+                claims.release(slide_id)
+                continue
+            written[slide_id] += 1
+            tiles[slide_id] += int(row["n_tiles"])
+            total_tiles += int(row["n_tiles"])
+            seconds[slide_id] += float(row["read_seconds"] + row["encode_seconds"] + row["write_seconds"])
+            if written[slide_id] == int(row["n_blocks"]):
+                # Every planned block is written: only now does the slide become complete.
+                target.mark_complete(
+                    slide_id,
+                    run_id=claims.run_id,
+                    n_tiles=tiles[slide_id],
+                    timings={"work_seconds": round(seconds[slide_id], 3)},
+                )
+                claims.release(slide_id)
+                done(_report_row(by_id[slide_id], "complete", tiles[slide_id], seconds[slide_id]))
+    except EncodersLost as e:
+        unfinished = str(e)
+        if progress:
+            print(f"[nic-ray] {e}", file=sys.stderr, flush=True)
     bar.close()
     finished = {r["slide_id"] for r in rows}
-    for slide_id in by_id.keys() - finished:  # cannot happen unless a stage lost a row
-        rows.append(_report_row(by_id[slide_id], "failed", reason="not every block was written"))
+    for slide_id in by_id.keys() - finished:
+        rows.append(_report_row(by_id[slide_id], "failed", reason=unfinished))
         claims.release(slide_id)
     return rows
 
