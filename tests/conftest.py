@@ -194,9 +194,14 @@ def ray_session(s3_endpoint):
     ray.shutdown()
 
 
+def ray_processes(actor_class: str) -> list[psutil.Process]:
+    """The processes of Ray actors of ``actor_class`` on this machine."""
+    return [p for p in psutil.process_iter(["cmdline"]) if actor_class in " ".join(p.info["cmdline"] or [])]
+
+
 def train_workers() -> list[psutil.Process]:
     """The processes of Ray Train's workers (to kill one)."""
-    return [p for p in psutil.process_iter(["cmdline"]) if "RayTrainWorker" in " ".join(p.info["cmdline"] or [])]
+    return ray_processes("RayTrainWorker")
 
 
 def checkpoints(run, part="single") -> list[str]:

@@ -12,9 +12,11 @@ import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
 import threading
+import time
 import uuid
 
 import numpy as np
@@ -33,7 +35,7 @@ from nic_ray.runtime.run_files import RunError, RunFiles
 from nic_ray.store import Store
 from nic_ray.train import c_index, evaluate, predict, train
 from nic_ray.train.prediction import load_model, predict_outputs
-from tests.conftest import open_page, table_rows, train_workers, wait_for_checkpoints
+from tests.conftest import open_page, ray_processes, table_rows, train_workers, wait_for_checkpoints
 
 SMALL_CNN = {
     "crop_size": 24,
@@ -207,6 +209,23 @@ def test_restarted_job_resumes_from_its_last_checkpoint(dataset, tmp_path, ray_s
     for resumed, unbroken in zip(rows, history(straight)):
         for key in ("train_loss", "val_loss", "lr"):
             assert resumed[key] == pytest.approx(unbroken[key], rel=1e-5), (resumed["epoch"], key)
+
+
+def test_a_finished_training_gives_back_ctrl_c_and_its_controller(dataset, tmp_path):
+    """Ray Train leaves a Ctrl-C handler of its own holding the run's controller: after `train`
+    Ctrl-C would go to a finished run and its controller process would idle on. Neither now."""
+
+    def controllers() -> set[int]:
+        return {p.pid for p in ray_processes("TrainController")}
+
+    before = controllers()
+    train(dataset / "store.zarr", dataset / "labels.csv", TASKS[:1], tmp_path / "run", epochs=1, **SMALL_CNN)
+    with pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGINT)
+    deadline = time.monotonic() + 30
+    while controllers() - before:
+        assert time.monotonic() < deadline, "the run's controller still lives"
+        time.sleep(0.2)
 
 
 def test_other_options_on_an_existing_run_are_refused(dataset, tmp_path):

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import tempfile
+import threading
 from collections.abc import Callable, Sequence
 
 import ray.data
@@ -93,7 +95,14 @@ def fit(
             logging_config=LoggingConfig(log_level="WARNING"),
         ),
     )
-    return trainer.fit()
+    # Ray Train leaves its own Ctrl-C handler in place after the run, holding the controller: the
+    # idle controller process would live as long as the driver, and a later Ctrl-C would go to it.
+    handler = signal.getsignal(signal.SIGINT)  # None where it was not set from Python
+    try:
+        return trainer.fit()
+    finally:
+        if handler is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGINT, handler)
 
 
 def worker_setup() -> tuple[int, int, torch.device]:
