@@ -18,7 +18,6 @@ Example (inside a training loop)::
 from __future__ import annotations
 
 import json
-import os
 import signal
 import tempfile
 import threading
@@ -35,10 +34,6 @@ from nic_ray.cpu_memory import reuse_freed_memory, worker_runtime_env
 from nic_ray.runtime.checkpoint import load_checkpoint, save_checkpoint
 from nic_ray.runtime.resources import Resources
 from nic_ray.runtime.run_files import RunError, RunFiles
-
-# How often Ray Train's controller polls its workers (Ray's default 2 s): it hears of a started or
-# finished run only then: on small cohorts, a good share of a run (benchmarks/train_start.py).
-POLL_SECONDS = "0.25"
 
 
 def open_run(url: str, asked: dict, what: str = "run", record: str = "run.json") -> RunFiles:
@@ -69,8 +64,6 @@ def fit(
     last checkpoint; returns Ray Train's result (its checkpoint is the last epoch's). ``callbacks``
     see each report (a sweep's `TuneReportCallback`)."""
     storage_path, filesystem = files.ray_storage()
-    # Ray Train hands this variable from the driver to its controller; a user's own value stays.
-    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", POLL_SECONDS)
     use_gpu = resources.gpus_per_worker > 0
     trainer = TorchTrainer(
         loop,
