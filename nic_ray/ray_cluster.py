@@ -42,7 +42,9 @@ def require_resources(
     ensure_ray()
     have = cluster_capacity()
     what_for, extra = besides
-    for name in each.keys() | extra.keys():
+    # A kind of node the cluster lacks (a custom resource, a GPU) before its count of CPUs: the
+    # scarcer says more, and one order makes one message.
+    for name in sorted(each.keys() | extra.keys(), key=lambda n: ({"GPU": 1, "CPU": 2}.get(n, 0), n)):
         one, more = each.get(name, 0), extra.get(name, 0)
         if count * one + more <= have.get(name, 0):
             continue
