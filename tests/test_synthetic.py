@@ -115,6 +115,12 @@ def test_synthetic_set_roles_balanced_and_resumable(tmp_path, capsys):
     cells = {(int(y) // 9 * 9, int(x) // 9 * 9): c for (y, x), c in zip(case.centres, case.classes)}
     first = [d for d in digits if d["url"] == encoders[0]["url"]]
     assert all(cells.get((int(d["y"]), int(d["x"]))) is not None for d in first)
+    truth = np.asarray(Image.open(out / "cells" / f"{encoders[0]['slide_id']}.png"))
+    held: dict[tuple, set] = {}  # the classes of the digits centred in each cell
+    for (y, x), c in zip(case.centres.astype(int) // 9, case.classes):
+        held.setdefault((y, x), set()).add(int(c) + 1)
+    assert truth.shape == (40, 40) and set(zip(*truth.nonzero())) == set(held)
+    assert all(truth[cell] in classes for cell, classes in held.items())
     patches = load_patch_set(out / "digits.csv", mpp=0.5, patch_size=9)
     assert len(patches.labels) == len(digits) and (patches.patches.min(axis=(1, 2, 3)) < 200).mean() > 0.9
     written = {p: p.stat().st_mtime_ns for p in (out / "slides").iterdir()}

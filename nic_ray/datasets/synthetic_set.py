@@ -3,6 +3,8 @@
 ```
 <out>/slides/syn-00000.tiff    pyramidal slides (µm/px, 256-px JPEG tiles, levels 1, 4, 16)
 <out>/masks/syn-00000.png      the lesion (the tilted rectangle) at level 0
+<out>/cells/syn-00000.png      the truth a cell of ``digit_px`` holds: 1 + the class of the digit
+                               centred in it, 0 for none (what a perfect encoder would read)
 <out>/labels.csv               slide_id, label, split (train/val/test), distractor, long_side,
                                lesion_share: the CNN's images and the independent test
 <out>/encoders.csv             url, slide_id: the images for training encoders (a manifest)
@@ -72,7 +74,7 @@ def write_synthetic_set(out: str | os.PathLike, **options) -> dict[str, int]:
             "must leave images for the CNN"
         )
     out = Path(out)
-    for folder in ("slides", "masks"):
+    for folder in ("slides", "masks", "cells"):
         (out / folder).mkdir(parents=True, exist_ok=True)
     roles = assign_roles(opts.images, opts)
     seen = dict.fromkeys(ROLES, 0)
@@ -96,6 +98,8 @@ def write_synthetic_set(out: str | os.PathLike, **options) -> dict[str, int]:
         mask = case.mask()
         if not (out / "masks" / f"{slide_id}.png").exists():
             Image.fromarray(mask).save(out / "masks" / f"{slide_id}.png")
+        if not (out / "cells" / f"{slide_id}.png").exists():
+            Image.fromarray(case.cell_classes()).save(out / "cells" / f"{slide_id}.png")
         if role == "encoder":
             encoders.append({"url": str(path.resolve()), "slide_id": slide_id})
             digits += _digit_cells(case, str(path.resolve()), np.random.default_rng(i))

@@ -22,6 +22,7 @@ from scipy import ndimage
 from nic_ray.slides.resample import box_downsample
 
 _STAIN = np.array([80, 40, 140])  # haematoxylin-like purple: tissue to a saturation mask
+DENSITY = 25_920 / 3600**2  # the paper's digits a pixel (§4.1.1)
 
 
 @dataclass(frozen=True)
@@ -108,7 +109,7 @@ class PaperCase:
         self,
         size: int = 3600,
         digit_px: int = 9,
-        density: float = 25_920 / 3600**2,
+        density: float = DENSITY,
         long_side: tuple[float, float] = (0.01, 0.5),
         seed: int = 0,
         label: int | None = None,
@@ -180,6 +181,15 @@ class PaperCase:
         corners = (self.centres // P).astype(int) * P
         inside = (corners + P <= (self.height, self.width)).all(axis=1)
         return corners[inside], self.classes[inside]
+
+    def cell_classes(self) -> np.ndarray:
+        """uint8 (size // digit_px)²: 1 + the class of the digit centred in each cell, 0 for
+        none; what a perfect encoder of the task's cells would read (of two digits in one cell, one)."""
+        P = self.digit_px
+        truth = np.zeros((self.height // P, self.width // P), np.uint8)
+        corners, classes = self.digit_cells()
+        truth[corners[:, 0] // P, corners[:, 1] // P] = classes + 1
+        return truth
 
     def mask(self) -> np.ndarray:
         """bool (size, size): the tilted rectangle, the lesion to find."""
